@@ -1,0 +1,547 @@
+package registry_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/lodestar-rpc/lodestar/etcdclient"
+	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/registry"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+// recorder collects a registrar's events for a test to wait on.
+type recorder struct {
+	mu     sync.Mutex
+	events []registry.Event
+	signal chan struct{}
+}
+
+func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 1)} }
+
+func (r *recorder) handle(ev registry.Event) {
+	r.mu.Lock()
+	r.events = append(r.events, ev)
+	r.mu.Unlock()
+	select {
+	case r.signal <- struct{}{}:
+	default:
+	}
+}
+
+// next waits for the first event of kind recorded at or after index from,
+// and returns it with the index after it.
+func (r *recorder) next(t testing.TB, from int, kind registry.EventKind, timeout time.Duration) (registry.Event, int) {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		for i := from; i < len(r.events); i++ {
+			if r.events[i].Kind == kind {
+				ev := r.events[i]
+				r.mu.Unlock()
+				return ev, i + 1
+			}
+		}
+		seen := fmt.Sprint(r.events[from:])
+		r.mu.Unlock()
+		select {
+		case <-r.signal:
+		case <-deadline.C:
+			t.Fatalf("no %s event within %s; events since #%d: %s", kind, timeout, from, seen)
+		}
+	}
+}
+
+func (r *recorder) count(kind registry.EventKind) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, ev := range r.events {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func newClient(t testing.TB, endpoints []string) *clientv3.Client {
+	t.Helper()
+	cli, err := etcdclient.New(etcdclient.Config{Endpoints: endpoints, DialTimeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return cli
+}
+
+func newRegistrar(t testing.TB, cli *clientv3.Client, rec *recorder, opts ...registry.Option) *registry.Registrar {
+	t.Helper()
+	opts = append([]registry.Option{registry.WithTTL(2 * time.Second), registry.WithRequestTimeout(time.Second)}, opts...)
+	if rec != nil {
+		opts = append(opts, registry.WithEventHandler(rec.handle))
+	}
+	r, err := registry.New(cli, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
+func ctxT(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func mustGet(t testing.TB, cli *clientv3.Client, key string) *mvccpb.KeyValue {
+	t.Helper()
+	resp, err := cli.Get(ctxT(t, 5*time.Second), key)
+	if err != nil {
+		t.Fatalf("get %s: %v", key, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil
+	}
+	return resp.Kvs[0]
+}
+
+func instances(n int) []registry.Instance {
+	out := make([]registry.Instance, n)
+	for i := range out {
+		out[i] = registry.Instance{
+			Service: "user",
+			Addr:    fmt.Sprintf("127.0.0.1:%d", 20001+i),
+			Metadata: registry.Metadata{Version: "v1", Region: "eu", Zone: fmt.Sprintf("eu-%d", i),
+				Labels: map[string]string{"i": fmt.Sprint(i)}},
+		}
+	}
+	return out
+}
+
+func registerAll(t testing.TB, r *registry.Registrar, ins []registry.Instance) []string {
+	t.Helper()
+	keys := make([]string, len(ins))
+	for i, in := range ins {
+		k, err := r.Register(ctxT(t, 10*time.Second), in)
+		if err != nil {
+			t.Fatalf("register %v: %v", in, err)
+		}
+		keys[i] = k
+	}
+	return keys
+}
+
+// checkAll asserts that every key is in etcd under lease with the value the
+// instance should have.
+func checkAll(t testing.TB, cli *clientv3.Client, keys []string, ins []registry.Instance, lease clientv3.LeaseID) {
+	t.Helper()
+	for i, k := range keys {
+		kv := mustGet(t, cli, k)
+		if kv == nil {
+			t.Fatalf("%s missing from etcd", k)
+		}
+		if clientv3.LeaseID(kv.Lease) != lease {
+			t.Errorf("%s under lease %x, want %x", k, kv.Lease, int64(lease))
+		}
+		addr, md, err := registry.Decode(kv.Value)
+		if err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		if addr != ins[i].Addr || md.Zone != ins[i].Metadata.Zone || md.Weight != registry.DefaultWeight || md.Status != registry.StatusServing {
+			t.Errorf("%s = %s", k, kv.Value)
+		}
+	}
+}
+
+func TestRegisterVisibleThenCloseRemoves(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	check := c.Client(t)
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+
+	ins := instances(3)
+	keys := registerAll(t, r, ins)
+	if keys[0] != "/services/user/127.0.0.1:20001" {
+		t.Errorf("key = %s", keys[0])
+	}
+	lease := r.Lease()
+	if lease == 0 || r.State() != registry.StateRegistered {
+		t.Fatalf("lease %x, state %s", int64(lease), r.State())
+	}
+	checkAll(t, check, keys, ins, lease)
+	ttl, err := check.TimeToLive(ctxT(t, 5*time.Second), lease)
+	if err != nil || ttl.GrantedTTL != 2 {
+		t.Fatalf("lease TTL: %+v, %v", ttl, err)
+	}
+	if got := rec.count(registry.EventRegistered); got != 1 {
+		t.Errorf("%d registered events, want 1 (one lease shared by all instances)", got)
+	}
+
+	if _, err := r.Register(ctxT(t, time.Second), ins[0]); !errors.Is(err, registry.ErrDuplicateID) {
+		t.Errorf("duplicate register: %v", err)
+	}
+
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if kv := mustGet(t, check, k); kv != nil {
+			t.Errorf("%s still in etcd after Close", k)
+		}
+	}
+	ttl, err = check.TimeToLive(ctxT(t, 5*time.Second), lease)
+	if err != nil || ttl.TTL != -1 {
+		t.Errorf("lease after Close: %+v, %v; want revoked", ttl, err)
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("second Close: %v", err)
+	}
+	if _, err := r.Register(ctxT(t, time.Second), ins[0]); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("register after close: %v", err)
+	}
+	rec.next(t, 0, registry.EventClosed, time.Second)
+}
+
+func TestDeregister(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	r := newRegistrar(t, cli, nil)
+	keys := registerAll(t, r, instances(2))
+	if err := r.Deregister(ctxT(t, 5*time.Second), "user", "127.0.0.1:20001"); err != nil {
+		t.Fatal(err)
+	}
+	if mustGet(t, cli, keys[0]) != nil || mustGet(t, cli, keys[1]) == nil {
+		t.Fatal("deregister removed the wrong key")
+	}
+	if err := r.Deregister(ctxT(t, time.Second), "user", "127.0.0.1:20001"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("second deregister: %v", err)
+	}
+	if got := len(r.Instances()); got != 1 {
+		t.Errorf("%d instances held, want 1", got)
+	}
+}
+
+func TestNewRejectsBadOptions(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := c.Client(t)
+	for _, tc := range []struct {
+		opts []registry.Option
+		want string
+	}{
+		{[]registry.Option{registry.WithTTL(500 * time.Millisecond)}, "TTL 500ms is below 1s"},
+		{[]registry.Option{registry.WithPrefix("/")}, "prefix"},
+		{[]registry.Option{registry.WithBackoff(time.Second, time.Millisecond)}, "backoff"},
+	} {
+		r, err := registry.New(cli, tc.opts...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			if r != nil {
+				r.Close()
+			}
+			t.Errorf("New(%v) = %v, want error containing %q", tc.opts, err, tc.want)
+		}
+	}
+	if _, err := registry.New(nil); err == nil {
+		t.Error("New(nil client) accepted")
+	}
+}
+
+func TestAbandonedRegistrationExpiresAfterTTL(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	check := c.Client(t)
+	r := newRegistrar(t, cli, nil)
+	keys := registerAll(t, r, instances(1))
+	kv := mustGet(t, check, keys[0])
+	if kv == nil {
+		t.Fatal("not registered")
+	}
+	wch := check.Watch(ctxT(t, 10*time.Second), keys[0], clientv3.WithRev(kv.ModRevision+1))
+
+	r.Orphan() // the process stops keeping the lease alive, as if it had died
+	abandoned := time.Now()
+	if mustGet(t, check, keys[0]) == nil {
+		t.Fatal("key deleted at once; it should live until the lease expires")
+	}
+	for resp := range wch {
+		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.DELETE {
+				gone := time.Since(abandoned)
+				t.Logf("key gone %s after the keepalive stopped (TTL 2s)", gone.Round(time.Millisecond))
+				if gone < 500*time.Millisecond {
+					t.Errorf("key gone after %s: before the lease could expire", gone)
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("key still in etcd 10s after the keepalive stopped")
+}
+
+func TestDrainUndrainAndWeightInPlace(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	r := newRegistrar(t, cli, nil)
+	keys := registerAll(t, r, instances(1))
+	lease := r.Lease()
+	kv := mustGet(t, cli, keys[0])
+	wch := cli.Watch(ctxT(t, 15*time.Second), keys[0], clientv3.WithRev(kv.ModRevision+1))
+
+	steps := []struct {
+		do   func(context.Context) error
+		want func(registry.Metadata) bool
+		name string
+	}{
+		{func(ctx context.Context) error { return r.Drain(ctx, "user", "127.0.0.1:20001") },
+			func(m registry.Metadata) bool { return m.Status == registry.StatusDraining }, "drain"},
+		{func(ctx context.Context) error { return r.Undrain(ctx, "user", "127.0.0.1:20001") },
+			func(m registry.Metadata) bool { return m.Status == registry.StatusServing }, "undrain"},
+		{func(ctx context.Context) error { return r.SetWeight(ctx, "user", "127.0.0.1:20001", 7) },
+			func(m registry.Metadata) bool { return m.Weight == 7 }, "weight 7"},
+		{func(ctx context.Context) error { return r.SetWeight(ctx, "user", "127.0.0.1:20001", 0) },
+			func(m registry.Metadata) bool { return m.Weight == 0 }, "weight 0"},
+	}
+	for _, s := range steps {
+		if err := s.do(ctxT(t, 5*time.Second)); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		resp := <-wch
+		if err := resp.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if len(resp.Events) != 1 || resp.Events[0].Type != mvccpb.PUT {
+			t.Fatalf("%s: watcher saw %v, want one PUT", s.name, resp.Events)
+		}
+		ev := resp.Events[0]
+		_, md, err := registry.Decode(ev.Kv.Value)
+		if err != nil || !s.want(md) {
+			t.Fatalf("%s: watcher saw %s (%v)", s.name, ev.Kv.Value, err)
+		}
+		if clientv3.LeaseID(ev.Kv.Lease) != lease {
+			t.Fatalf("%s: key moved to lease %x", s.name, ev.Kv.Lease)
+		}
+	}
+	err := r.SetWeight(ctxT(t, time.Second), "user", "127.0.0.1:20001", registry.MaxWeight+1)
+	if err == nil || !strings.Contains(err.Error(), "out of range") {
+		t.Errorf("weight out of range: %v", err)
+	}
+	if err := r.Drain(ctxT(t, time.Second), "user", "nope"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("drain unknown: %v", err)
+	}
+}
+
+func TestKeyDeletedBySomeoneElseIsPutBack(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	other := c.Client(t)
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+	ins := instances(1)
+	keys := registerAll(t, r, ins)
+	kv := mustGet(t, other, keys[0])
+	wch := other.Watch(ctxT(t, 10*time.Second), keys[0], clientv3.WithRev(kv.ModRevision+1))
+
+	if _, err := other.Delete(ctxT(t, 5*time.Second), keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	rec.next(t, 0, registry.EventKeyLost, 5*time.Second)
+	for resp := range wch {
+		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.PUT {
+				checkAll(t, other, keys, ins, r.Lease())
+				return
+			}
+		}
+	}
+	t.Fatal("key not put back")
+}
+
+func TestRevokedLeaseIsReplaced(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	other := c.Client(t)
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+	ins := instances(3)
+	keys := registerAll(t, r, ins)
+	old := r.Lease()
+	if _, err := other.Revoke(ctxT(t, 5*time.Second), old); err != nil {
+		t.Fatal(err)
+	}
+	lost, i := rec.next(t, 0, registry.EventLeaseLost, 5*time.Second)
+	if lost.Lease != old || lost.Err == nil {
+		t.Errorf("lease-lost event %v", lost)
+	}
+	back, _ := rec.next(t, i, registry.EventReregistered, 5*time.Second)
+	if back.Lease == old || back.Instances != 3 {
+		t.Errorf("re-registered event %v", back)
+	}
+	checkAll(t, other, keys, ins, back.Lease)
+}
+
+// TestEtcdOutageLongerThanTTL stops the only etcd member for longer than the
+// TTL and starts it again, with its data and without, and measures the time
+// from etcd being ready to every instance being back under a live lease.
+func TestEtcdOutageLongerThanTTL(t *testing.T) {
+	for _, wipe := range []bool{false, true} {
+		name := map[bool]string{false: "data-kept", true: "data-wiped"}[wipe]
+		t.Run(name, func(t *testing.T) {
+			c := etcdtest.New(t)
+			cli := newClient(t, c.Endpoints())
+			rec := newRecorder()
+			r := newRegistrar(t, cli, rec)
+			ins := instances(5)
+			keys := registerAll(t, r, ins)
+
+			m := c.Member(0)
+			m.Stop(t)
+			// The registrar notices the lease is gone one TTL after its
+			// last keepalive answer: the outage is now longer than the TTL.
+			_, i := rec.next(t, 0, registry.EventLeaseLost, 10*time.Second)
+			if r.State() == registry.StateRegistered {
+				t.Error("state registered while etcd is down")
+			}
+			if wipe {
+				m.RestartWiped(t)
+			} else {
+				m.Restart(t)
+			}
+			ready := m.ReadyAt()
+			back, _ := rec.next(t, i, registry.EventReregistered, 15*time.Second)
+			took := back.Time.Sub(ready)
+			t.Logf("%s: etcd ready → all %d instances back under a new lease: %s (outage seen by the registrar %s)",
+				name, len(ins), took.Round(time.Millisecond), back.Outage.Round(time.Millisecond))
+			checkAll(t, c.Client(t), keys, ins, back.Lease)
+			if took > 2*time.Second {
+				t.Logf("WARNING: re-registration took %s, above the 2s target", took)
+			}
+		})
+	}
+}
+
+// TestLeaderStopKeepsRegistration stops the leader of a 3-member cluster and
+// checks, with a watch, that the key is never absent.
+func TestLeaderStopKeepsRegistration(t *testing.T) {
+	c := etcdtest.New(t, etcdtest.Members(3))
+	cli := newClient(t, c.Endpoints())
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec, registry.WithTTL(3*time.Second))
+	ins := instances(2)
+	keys := registerAll(t, r, ins)
+	lease := r.Lease()
+	watcher := c.Client(t)
+	kv := mustGet(t, watcher, keys[0])
+
+	deletes := make(chan string, 16)
+	wctx, wcancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { // watch until cancelled, resuming from the last revision
+		defer wg.Done()
+		rev := kv.ModRevision + 1
+		for wctx.Err() == nil {
+			for resp := range watcher.Watch(clientv3.WithRequireLeader(wctx), "/services/user/", clientv3.WithPrefix(), clientv3.WithRev(rev)) {
+				for _, ev := range resp.Events {
+					rev = ev.Kv.ModRevision + 1
+					if ev.Type == mvccpb.DELETE {
+						deletes <- string(ev.Kv.Key)
+					}
+				}
+			}
+		}
+	}()
+	defer func() { wcancel(); wg.Wait() }()
+
+	leader := c.StopLeader(t)
+	t.Logf("stopped leader %s", leader.Name())
+	if _, err := c.Leader(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Observe for two TTLs after the election: a lease lost to the
+	// election would have expired and deleted the keys by then.
+	window := time.NewTimer(6 * time.Second)
+	defer window.Stop()
+	select {
+	case k := <-deletes:
+		t.Fatalf("%s was deleted during the leader change", k)
+	case <-window.C:
+	}
+	if n := rec.count(registry.EventLeaseLost); n != 0 {
+		t.Errorf("%d lease-lost events during a leader change", n)
+	}
+	checkAll(t, watcher, keys, ins, lease)
+	t.Logf("key absent during leader change: never (watched every revision)")
+}
+
+// TestPartitionLongerThanTTL cuts the registrar's client off from etcd with
+// a proxy for longer than the TTL, then heals the partition.
+func TestPartitionLongerThanTTL(t *testing.T) {
+	c := etcdtest.New(t)
+	proxy := etcdtest.NewProxy(t, c.Member(0).Endpoint())
+	cli := newClient(t, []string{proxy.Endpoint()})
+	direct := c.Client(t)
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+	ins := instances(2)
+	keys := registerAll(t, r, ins)
+	kv := mustGet(t, direct, keys[0])
+	wch := direct.Watch(ctxT(t, 20*time.Second), keys[0], clientv3.WithRev(kv.ModRevision+1))
+
+	proxy.Pause()
+	// etcd expires the lease: the key really goes.
+	expired := false
+	for resp := range wch {
+		for _, ev := range resp.Events {
+			if ev.Type == mvccpb.DELETE {
+				expired = true
+			}
+		}
+		if expired {
+			break
+		}
+	}
+	if !expired {
+		t.Fatal("key never expired during the partition")
+	}
+	_, i := rec.next(t, 0, registry.EventLeaseLost, 10*time.Second)
+	healed := time.Now()
+	proxy.Resume()
+	back, _ := rec.next(t, i, registry.EventReregistered, 15*time.Second)
+	t.Logf("partition healed → instances back: %s", back.Time.Sub(healed).Round(time.Millisecond))
+	checkAll(t, direct, keys, ins, back.Lease)
+}
+
+// TestRegisterWhileEtcdDown: Register returns a PendingError when etcd cannot
+// be reached, keeps the instance, and writes it once etcd is back.
+func TestRegisterWhileEtcdDown(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+	c.Member(0).Stop(t)
+	ins := instances(1)
+	_, err := r.Register(ctxT(t, 300*time.Millisecond), ins[0])
+	var pe *registry.PendingError
+	if !errors.As(err, &pe) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("register with etcd down: %v, want a PendingError", err)
+	}
+	rec.next(t, 0, registry.EventRetrying, 5*time.Second)
+	c.Member(0).Restart(t)
+	ev, _ := rec.next(t, 0, registry.EventRegistered, 10*time.Second)
+	checkAll(t, c.Client(t), []string{pe.Key}, ins, ev.Lease)
+}
