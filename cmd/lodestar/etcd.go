@@ -34,6 +34,7 @@ A 3-member cluster on one machine, one command per terminal:
 Clients then use --endpoints http://127.0.0.1:2379,http://127.0.0.1:12379,http://127.0.0.1:22379.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg.AnyHost = true // an operator's command: members may run on real hosts
 			if cfg.Dir == "" {
 				cfg.Dir = cfg.Name + ".etcd"
 			}

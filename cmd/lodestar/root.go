@@ -25,7 +25,6 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short:         "gRPC service registration and discovery on etcd",
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		Args:          cobra.NoArgs,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)

@@ -1,0 +1,23 @@
+// Package lodestar lets gRPC services register themselves in etcd and find,
+// balance over and survive each other.
+//
+// The pieces, from server to client:
+//
+//   - registry: a server process registers its instances under one etcd
+//     lease (key <prefix>/<service>/<id>, value readable by etcd's own
+//     naming packages), keeps the lease alive, and puts everything back
+//     after any lease loss: an etcd outage longer than the TTL, a restart
+//     with wiped data, a revoke.
+//   - etcdclient: an etcd client set to reconnect within about a second
+//     after an outage, which is what makes quick re-registration possible.
+//   - discovery (planned): a gRPC resolver for lodestar:///<service> that
+//     lists at a revision, watches from the next, re-lists on compaction and
+//     keeps the last known list while etcd is away.
+//   - lb, resilience, rules, security (planned): balancers that read the
+//     instances' metadata, retries, breakers, flow control, dynamic rules,
+//     TLS.
+//
+// The command cmd/lodestar runs an embedded etcd for development
+// ("lodestar dev"), single etcd members for a hand-made cluster
+// ("lodestar etcd") and lists what is registered ("lodestar list").
+package lodestar
