@@ -19,8 +19,8 @@ const (
 	// granting a new one; Err says why the old one ended.
 	EventLeaseLost
 	// EventReregistered: after a lost lease, a new one was granted and
-	// every instance is back in etcd. Outage is how long they were not
-	// held by a live lease of this registrar.
+	// every instance is back in etcd. Outage is the time from noticing the
+	// loss to every instance being back.
 	EventReregistered
 	// EventRetrying: a grant, put or delete failed; the registrar tries
 	// again after Backoff. Err says what failed.
@@ -61,7 +61,7 @@ type Event struct {
 	Key       string           // the key concerned, for EventKeyLost
 	Attempt   int              // consecutive failures, for EventRetrying
 	Backoff   time.Duration    // wait before the next attempt, for EventRetrying
-	Outage    time.Duration    // for EventReregistered
+	Outage    time.Duration    // loss noticed → all back, for EventReregistered
 	Err       error            // the cause, for lease-lost, retrying, key-lost and closed
 }
 

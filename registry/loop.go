@@ -276,16 +276,18 @@ func (r *Registrar) settle(st *loopState) {
 	st.ses.announced = true
 	if st.lostAt.IsZero() {
 		r.emit(Event{Kind: EventRegistered, Lease: st.ses.id, Instances: n})
-	} else {
-		r.emit(Event{Kind: EventReregistered, Lease: st.ses.id, Instances: n, Outage: time.Since(st.lostAt)})
-		st.lostAt = time.Time{}
+		return
 	}
+	outage := time.Since(st.lostAt)
+	st.lostAt = time.Time{}
 	if st.oldLease != 0 {
 		// The instances now live under the new lease; the old one, if etcd
-		// still has it, holds nothing of ours.
+		// kept it (a restart with data restores leases), holds nothing of
+		// ours and would linger for a TTL.
 		r.revokeQuietly(st.oldLease)
 		st.oldLease = 0
 	}
+	r.emit(Event{Kind: EventReregistered, Lease: st.ses.id, Instances: n, Outage: outage})
 }
 
 // leaseLost forgets the live lease and marks every entry for re-writing.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
+	"go.uber.org/zap"
 
 	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
@@ -19,6 +21,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if ep := os.Getenv(childEnv); ep != "" {
+		runChild(ep)
+	}
 	goleak.VerifyTestMain(m)
 }
 
@@ -396,13 +401,33 @@ func TestRevokedLeaseIsReplaced(t *testing.T) {
 
 // TestEtcdOutageLongerThanTTL stops the only etcd member for longer than the
 // TTL and starts it again, with its data and without, and measures the time
-// from etcd being ready to every instance being back under a live lease.
+// from etcd being ready to every instance being back under a live lease. The
+// last case uses a client with clientv3's default settings (grpc's reconnect
+// backoff grows to minutes) and a longer outage.
 func TestEtcdOutageLongerThanTTL(t *testing.T) {
-	for _, wipe := range []bool{false, true} {
-		name := map[bool]string{false: "data-kept", true: "data-wiped"}[wipe]
-		t.Run(name, func(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		wipe  bool
+		plain bool          // a clientv3 client with default settings
+		extra time.Duration // outage beyond the moment the lease is lost
+	}{
+		{name: "data-kept"},
+		{name: "data-wiped", wipe: true},
+		{name: "plain-client-12s-outage", plain: true, extra: 10 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
 			c := etcdtest.New(t)
-			cli := newClient(t, c.Endpoints())
+			var cli *clientv3.Client
+			if tc.plain {
+				var err error
+				cli, err = clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { cli.Close() })
+			} else {
+				cli = newClient(t, c.Endpoints())
+			}
 			rec := newRecorder()
 			r := newRegistrar(t, cli, rec)
 			ins := instances(5)
@@ -416,7 +441,12 @@ func TestEtcdOutageLongerThanTTL(t *testing.T) {
 			if r.State() == registry.StateRegistered {
 				t.Error("state registered while etcd is down")
 			}
-			if wipe {
+			if tc.extra > 0 {
+				// The outage itself is under test: its length lets grpc's
+				// reconnect backoff grow.
+				<-time.After(tc.extra)
+			}
+			if tc.wipe {
 				m.RestartWiped(t)
 			} else {
 				m.Restart(t)
@@ -424,13 +454,92 @@ func TestEtcdOutageLongerThanTTL(t *testing.T) {
 			ready := m.ReadyAt()
 			back, _ := rec.next(t, i, registry.EventReregistered, 15*time.Second)
 			took := back.Time.Sub(ready)
-			t.Logf("%s: etcd ready → all %d instances back under a new lease: %s (outage seen by the registrar %s)",
-				name, len(ins), took.Round(time.Millisecond), back.Outage.Round(time.Millisecond))
-			checkAll(t, c.Client(t), keys, ins, back.Lease)
+			t.Logf("%s: etcd ready → all %d instances back under a new lease: %s",
+				tc.name, len(ins), took.Round(time.Millisecond))
+			check := c.Client(t)
+			checkAll(t, check, keys, ins, back.Lease)
+			leases, err := check.Leases(ctxT(t, 5*time.Second))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(leases.Leases) != 1 || leases.Leases[0].ID != back.Lease {
+				t.Errorf("etcd holds leases %v, want only the registrar's new lease %x", leases.Leases, int64(back.Lease))
+			}
 			if took > 2*time.Second {
 				t.Logf("WARNING: re-registration took %s, above the 2s target", took)
 			}
 		})
+	}
+}
+
+// TestShortOutageKeepsLease: etcd restarted within the TTL; the lease
+// survives and nothing is re-registered.
+func TestShortOutageKeepsLease(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec, registry.WithTTL(5*time.Second))
+	keys := registerAll(t, r, instances(2))
+	lease := r.Lease()
+	m := c.Member(0)
+	m.Stop(t)
+	m.Restart(t)
+	// etcd restores the lease with a fresh 5s TTL. Observe for longer than
+	// that: the lease outlives the window only if the registrar's
+	// keepalives reach the restarted etcd.
+	<-time.After(7 * time.Second)
+	check := c.Client(t)
+	resp, err := check.TimeToLive(ctxT(t, 2*time.Second), lease)
+	if err != nil || resp.TTL <= 0 {
+		t.Fatalf("lease after a short outage: %+v, %v; want it alive", resp, err)
+	}
+	if n := rec.count(registry.EventLeaseLost); n != 0 || r.Lease() != lease {
+		t.Errorf("%d lease-lost events, lease %x → %x; want the lease kept", n, int64(lease), int64(r.Lease()))
+	}
+	for _, k := range keys {
+		if kv := mustGet(t, check, k); kv == nil || clientv3.LeaseID(kv.Lease) != lease {
+			t.Errorf("%s = %v", k, kv)
+		}
+	}
+}
+
+// TestCloseIsBoundedWhenEtcdIsDown: Close returns within its timeout and says
+// the keys will expire.
+func TestCloseIsBoundedWhenEtcdIsDown(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	r := newRegistrar(t, cli, nil, registry.WithCloseTimeout(500*time.Millisecond))
+	registerAll(t, r, instances(1))
+	c.Member(0).Stop(t)
+	start := time.Now()
+	err := r.Close()
+	took := time.Since(start)
+	if err == nil || !strings.Contains(err.Error(), "expire with the lease") {
+		t.Errorf("Close with etcd down: %v", err)
+	}
+	if took > 3*time.Second {
+		t.Errorf("Close took %s with a 500ms close timeout", took)
+	}
+}
+
+// TestClientClosedUnderRegistrar: closing the etcd client under a live
+// registrar is reported, not silent.
+func TestClientClosedUnderRegistrar(t *testing.T) {
+	c := etcdtest.New(t)
+	cli, err := etcdclient.New(etcdclient.Config{Endpoints: c.Endpoints()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+	registerAll(t, r, instances(1))
+	cli.Close()
+	for i := 0; ; {
+		var ev registry.Event
+		ev, i = rec.next(t, i, registry.EventLeaseLost, 10*time.Second)
+		if strings.Contains(ev.Err.Error(), "etcd client closed") {
+			break
+		}
 	}
 }
 

@@ -51,6 +51,9 @@ type MemberConfig struct {
 	Dir  string // data directory; created by etcd if missing
 
 	ClientURL string // listen and advertise URL for clients
+	// ListenClientURL, if set, is where the member listens for clients
+	// while ClientURL is only advertised (for a forwarder in front of it).
+	ListenClientURL string
 	PeerURL   string // advertised URL for peers; also listened on by default
 	// ListenPeerURL, if set, is where the peer listener binds instead of
 	// PeerURL, for when something such as a TCP forwarder listening on
@@ -149,6 +152,12 @@ func (cfg MemberConfig) embedConfig() (*embed.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("embedetcd: %s: peer URL: %w", cfg.Name, err)
 	}
+	lcurl := curl
+	if cfg.ListenClientURL != "" {
+		if lcurl, err = parseMemberURL(cfg.AnyHost, cfg.ListenClientURL); err != nil {
+			return nil, fmt.Errorf("embedetcd: %s: listen client URL: %w", cfg.Name, err)
+		}
+	}
 	lpurl := purl
 	if cfg.ListenPeerURL != "" {
 		if lpurl, err = parseMemberURL(cfg.AnyHost, cfg.ListenPeerURL); err != nil {
@@ -189,7 +198,7 @@ func (cfg MemberConfig) embedConfig() (*embed.Config, error) {
 	ec := embed.NewConfig()
 	ec.Name = cfg.Name
 	ec.Dir = cfg.Dir
-	ec.ListenClientUrls = []url.URL{*curl}
+	ec.ListenClientUrls = []url.URL{*lcurl}
 	ec.AdvertiseClientUrls = []url.URL{*curl}
 	ec.ListenPeerUrls = []url.URL{*lpurl}
 	ec.AdvertisePeerUrls = []url.URL{*purl}

@@ -89,6 +89,7 @@ type Member struct {
 	name string
 	dir  string // data directory
 	fwd  *Proxy // listens on peerURL, forwards to the etcd peer listener
+	cfwd *Proxy // listens on clientURL, forwards to the etcd client listener
 	// Set when the cluster starts, fixed once New returns.
 	clientURL string
 	peerURL   string
@@ -99,6 +100,7 @@ type Member struct {
 	cfg        embedetcd.MemberConfig
 	etcd       *embed.Etcd // nil while stopped
 	listenPeer string      // host:port of the etcd peer listener, "" while stopped
+	listenCli  string      // host:port of the etcd client listener, "" while stopped
 	readyAt    time.Time
 }
 
@@ -129,6 +131,7 @@ func New(t testing.TB, opts ...Option) *Cluster {
 		}
 		for _, m := range c.members {
 			m.fwd.Close()
+			m.cfwd.Close()
 		}
 		if err := os.RemoveAll(c.dir); err != nil {
 			t.Errorf("etcdtest: %v", err)
@@ -145,6 +148,15 @@ func New(t testing.TB, opts ...Option) *Cluster {
 		}
 		m.peerURL = "http://" + ln.Addr().String()
 		m.fwd = newProxy(ln, m.peerTarget)
+		// Clients reach the member through a forwarder too, so that Stop
+		// cuts their connections at once, as a crash would, instead of
+		// etcd draining open streams (watches) for seconds.
+		cln, err := net.Listen("tcp", net.JoinHostPort(embedetcd.Host, "0"))
+		if err != nil {
+			t.Fatalf("etcdtest: %v", err)
+		}
+		m.clientURL = "http://" + cln.Addr().String()
+		m.cfwd = newProxy(cln, m.clientTarget)
 		c.members = append(c.members, m)
 	}
 
@@ -169,13 +181,8 @@ func New(t testing.TB, opts ...Option) *Cluster {
 // startAll assigns fresh client ports to all members and starts them
 // concurrently. On error every member is stopped again.
 func (c *Cluster) startAll() error {
-	ports, err := embedetcd.FreePorts(len(c.members))
-	if err != nil {
-		return err
-	}
 	var initial []string
-	for i, m := range c.members {
-		m.clientURL = embedetcd.URL(ports[i])
+	for _, m := range c.members {
 		initial = append(initial, m.name+"="+m.peerURL)
 	}
 	for _, m := range c.members {
@@ -451,6 +458,14 @@ func (m *Member) server() *embed.Etcd {
 	return m.etcd
 }
 
+// clientTarget is the client forwarder's target: the running etcd's client
+// listener.
+func (m *Member) clientTarget() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.listenCli
+}
+
 // peerTarget is the forwarder's target: the running etcd's peer listener.
 func (m *Member) peerTarget() string {
 	m.mu.Lock()
@@ -463,15 +478,17 @@ func (m *Member) peerTarget() string {
 // taken before etcd binds it, start tries others.
 func (m *Member) start(ctx context.Context) error {
 	for attempt := 1; ; attempt++ {
-		ports, err := embedetcd.FreePorts(1)
+		ports, err := embedetcd.FreePorts(2)
 		if err != nil {
 			return err
 		}
-		listen := embedetcd.URL(ports[0])
+		listen, listenCli := embedetcd.URL(ports[0]), embedetcd.URL(ports[1])
 		m.mu.Lock()
 		cfg := m.cfg
 		cfg.ListenPeerURL = listen
+		cfg.ListenClientURL = listenCli
 		m.listenPeer = strings.TrimPrefix(listen, "http://")
+		m.listenCli = strings.TrimPrefix(listenCli, "http://")
 		m.mu.Unlock()
 
 		e, err := embedetcd.Start(ctx, cfg)
@@ -479,13 +496,14 @@ func (m *Member) start(ctx context.Context) error {
 		if err == nil {
 			m.etcd, m.readyAt = e, time.Now()
 		} else {
-			m.listenPeer = ""
+			m.listenPeer, m.listenCli = "", ""
 		}
 		m.mu.Unlock()
 		if err == nil {
 			return nil
 		}
 		m.fwd.Reset() // connections to the failed instance
+		m.cfwd.Reset()
 		if attempt == startRetries || !embedetcd.IsAddrInUse(err) {
 			return err
 		}
@@ -498,7 +516,7 @@ func (m *Member) start(ctx context.Context) error {
 func (m *Member) stop() error {
 	m.mu.Lock()
 	e := m.etcd
-	m.etcd, m.listenPeer = nil, "" // the forwarder refuses new connections
+	m.etcd, m.listenPeer, m.listenCli = nil, "", "" // the forwarders refuse new connections
 	m.mu.Unlock()
 	if e == nil {
 		return nil
@@ -512,6 +530,9 @@ func (m *Member) stop() error {
 		// Cut the member's peer connections, so that Close does not wait
 		// for them and none linger afterwards.
 		m.fwd.Reset()
+		// Cut client connections too: etcd would otherwise wait for open
+		// streams to drain, as no crashed process does.
+		m.cfwd.Reset()
 		// Close releases the listeners, client connections and files.
 		e.Close()
 	}()
@@ -527,8 +548,8 @@ func (m *Member) stop() error {
 
 // Stop stops the member abruptly, as in a crash (a leader does not hand
 // leadership over; requests in flight fail), keeping its data directory and
-// URLs. Stopping a stopped member does nothing. Stopping takes longer (up to
-// about 6 s) while clients hold open streams, such as watches, on the member.
+// URLs. Stopping a stopped member does nothing. Clients' connections are cut
+// at once, open streams (watches) included.
 func (m *Member) Stop(t testing.TB) {
 	t.Helper()
 	m.opMu.Lock()
