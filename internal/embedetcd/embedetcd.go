@@ -54,7 +54,7 @@ type MemberConfig struct {
 	// ListenClientURL, if set, is where the member listens for clients
 	// while ClientURL is only advertised (for a forwarder in front of it).
 	ListenClientURL string
-	PeerURL   string // advertised URL for peers; also listened on by default
+	PeerURL         string // advertised URL for peers; also listened on by default
 	// ListenPeerURL, if set, is where the peer listener binds instead of
 	// PeerURL, for when something such as a TCP forwarder listening on
 	// PeerURL relays peer traffic to it.
