@@ -123,6 +123,46 @@ func TestEtcdCommandRunsMemberUntilInterrupted(t *testing.T) {
 	}
 }
 
+// TestEtcdCommandStartsThreeMemberCluster starts three "lodestar etcd"
+// commands as an operator would, one per member, and uses the cluster.
+func TestEtcdCommandStartsThreeMemberCluster(t *testing.T) {
+	u := ports(t, 6)
+	names := []string{"n1", "n2", "n3"}
+	var initial []string
+	for i, n := range names {
+		initial = append(initial, n+"="+u[2*i+1])
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	dir := t.TempDir()
+	outs := make([]*syncBuffer, 3)
+	done := make(chan error, 3)
+	for i, n := range names {
+		outs[i] = newSyncBuffer()
+		args := []string{"etcd", "--name", n, "--data-dir", filepath.Join(dir, n),
+			"--client-url", u[2*i], "--peer-url", u[2*i+1], "--initial-cluster", strings.Join(initial, ",")}
+		go func() { done <- run(ctx, args, outs[i], outs[i]) }()
+	}
+	for i, n := range names {
+		outs[i].waitFor(t, "etcd member "+n+" ready", time.Minute)
+	}
+	lout := newSyncBuffer()
+	if err := run(ctx, []string{"list", "--endpoints", u[0] + "," + u[2] + "," + u[4]}, lout, lout); err != nil {
+		t.Fatalf("list through the cluster: %v", err)
+	}
+	cancel()
+	for range names {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("etcd member: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatal("a member did not stop")
+		}
+	}
+}
+
 func TestListShowsInstancesAndUnreadableValues(t *testing.T) {
 	c := etcdtest.New(t)
 	cli := c.Client(t)
