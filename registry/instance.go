@@ -91,7 +91,7 @@ func (in Instance) normalize() (Instance, error) {
 		return Instance{}, err
 	}
 	if err := hostport.Check(in.Addr); err != nil {
-		return Instance{}, fmt.Errorf("registry: address %q of service %q: %v", in.Addr, in.Service, err)
+		return Instance{}, fmt.Errorf("registry: address %q of service %q: %w", in.Addr, in.Service, err)
 	}
 	if in.ID == "" {
 		in.ID = DeriveID(in.Addr)

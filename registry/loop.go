@@ -26,10 +26,9 @@ type session struct {
 }
 
 type loopState struct {
-	ses      *session
-	oldLease clientv3.LeaseID // a lost lease, revoked once everything is back
-	lostAt   time.Time        // when the last lease was lost; zero if never
-	fails    int              // consecutive failed steps
+	ses    *session
+	lostAt time.Time // when the last lease was lost; zero if never or recovered
+	fails  int       // consecutive failed steps
 }
 
 func (r *Registrar) run() {
@@ -48,7 +47,13 @@ func (r *Registrar) run() {
 				return
 			}
 			if r.cli.Ctx().Err() != nil {
-				r.emit(Event{Kind: EventLeaseLost, Err: fmt.Errorf("registry: etcd client closed under the registrar; nothing more can be written: %w", err)})
+				fatal := fmt.Errorf("registry: etcd client closed under the registrar; nothing more can be written: %w", err)
+				r.mu.Lock()
+				r.fatal = fatal
+				r.state = StateClosed
+				r.broadcastLocked()
+				r.mu.Unlock()
+				r.emit(Event{Kind: EventLeaseLost, Err: fatal})
 				return
 			}
 			st.fails++
@@ -106,6 +111,10 @@ func (r *Registrar) step(st *loopState) error {
 	n := len(r.entries)
 	r.mu.Unlock()
 	if n == 0 {
+		// Nothing to hold: lost leases keep nothing of ours, and there is
+		// no outage to report.
+		r.revokeOld()
+		st.lostAt = time.Time{}
 		r.settle(st)
 		return nil
 	}
@@ -194,17 +203,18 @@ func (r *Registrar) putPending(st *loopState) error {
 		r.mu.Lock()
 		for _, p := range chunk {
 			if cur := r.entries[p.e.key]; cur != p.e {
-				continue
+				continue // deregistered meanwhile; its delete follows
 			}
 			if p.e.synced < p.gen {
 				p.e.synced = p.gen
 			}
 			p.e.err = nil
-			if p.e.guardCancel == nil {
+			if p.e.guard == 0 {
 				gctx, gcancel := context.WithCancel(r.ctx)
-				p.e.guardCancel = gcancel
+				r.guardSeq++
+				p.e.guard, p.e.guardCancel = r.guardSeq, gcancel
 				r.wg.Add(1)
-				go r.guard(gctx, p.e, lease, rev+1)
+				go r.guard(gctx, p.e.key, r.guardSeq, lease, rev+1)
 			}
 		}
 		r.broadcastLocked()
@@ -213,27 +223,37 @@ func (r *Registrar) putPending(st *loopState) error {
 	return nil
 }
 
+// deletePending deletes the keys of deregistered instances, but only where
+// they are still held by one of the registrar's leases: a key that another
+// registrar has taken over since is not ours to delete.
 func (r *Registrar) deletePending() error {
 	r.mu.Lock()
 	keys := make([]string, 0, len(r.deleting))
 	for k := range r.deleting {
 		keys = append(keys, k)
 	}
+	var leases []clientv3.LeaseID
+	if r.lease != 0 {
+		leases = append(leases, r.lease)
+	}
+	leases = append(leases, r.oldLeases...)
 	r.mu.Unlock()
 	slices.Sort(keys)
-	for chunk := range slices.Chunk(keys, 64) {
-		ops := make([]clientv3.Op, len(chunk))
-		for i, k := range chunk {
-			ops[i] = clientv3.OpDelete(k)
-		}
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.requestTimeout)
-		_, err := r.cli.Txn(ctx).Then(ops...).Commit()
-		cancel()
-		r.mu.Lock()
-		for _, k := range chunk {
-			if _, ok := r.deleting[k]; !ok {
-				continue
+	for _, k := range keys {
+		var err error
+		for _, id := range leases {
+			ctx, cancel := context.WithTimeout(r.ctx, r.opts.requestTimeout)
+			_, err = r.cli.Txn(ctx).
+				If(clientv3.Compare(clientv3.LeaseValue(k), "=", int64(id))).
+				Then(clientv3.OpDelete(k)).
+				Commit()
+			cancel()
+			if err != nil {
+				break
 			}
+		}
+		r.mu.Lock()
+		if _, ok := r.deleting[k]; ok {
 			if err != nil {
 				r.deleting[k] = err
 			} else {
@@ -243,7 +263,7 @@ func (r *Registrar) deletePending() error {
 		r.broadcastLocked()
 		r.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("delete %d key(s) starting %s: %w", len(chunk), chunk[0], err)
+			return fmt.Errorf("delete %s: %w", k, err)
 		}
 	}
 	return nil
@@ -253,17 +273,18 @@ func (r *Registrar) deletePending() error {
 // (re-)registration, and revokes the lease that was lost.
 func (r *Registrar) settle(st *loopState) {
 	r.mu.Lock()
-	all := r.lease != 0 && len(r.deleting) == 0
+	all := r.lease != 0 && len(r.deleting) == 0 && len(r.entries) > 0
 	for _, e := range r.entries {
 		if e.synced < e.gen {
 			all = false
 		}
 	}
 	switch {
-	case all:
-		r.state = StateRegistered
+	case r.state == StateClosed:
 	case len(r.entries) == 0 && len(r.deleting) == 0:
 		r.state = StateIdle
+	case all:
+		r.state = StateRegistered
 	default:
 		r.state = StatePending
 	}
@@ -280,13 +301,10 @@ func (r *Registrar) settle(st *loopState) {
 	}
 	outage := time.Since(st.lostAt)
 	st.lostAt = time.Time{}
-	if st.oldLease != 0 {
-		// The instances now live under the new lease; the old one, if etcd
-		// kept it (a restart with data restores leases), holds nothing of
-		// ours and would linger for a TTL.
-		r.revokeQuietly(st.oldLease)
-		st.oldLease = 0
-	}
+	// The instances now live under the new lease; the old ones, if etcd
+	// kept them (a restart with data restores leases), hold nothing of ours
+	// and would linger for a TTL.
+	r.revokeOld()
 	r.emit(Event{Kind: EventReregistered, Lease: st.ses.id, Instances: n, Outage: outage})
 }
 
@@ -302,18 +320,15 @@ func (r *Registrar) leaseLost(st *loopState, cause error) {
 	if st.lostAt.IsZero() {
 		st.lostAt = time.Now()
 	}
-	st.oldLease = ses.id
 	if cause == nil {
 		cause = r.lossReason(ses.id)
 	}
 	r.mu.Lock()
 	r.lease = 0
+	r.oldLeases = append(r.oldLeases, ses.id)
 	for _, e := range r.entries {
 		e.synced = 0
-		if e.guardCancel != nil {
-			e.guardCancel()
-			e.guardCancel = nil
-		}
+		e.stopGuard()
 	}
 	r.state = StatePending
 	r.broadcastLocked()
@@ -335,6 +350,18 @@ func (r *Registrar) lossReason(id clientv3.LeaseID) error {
 	}
 }
 
+// revokeOld revokes the lost leases, best effort: one that cannot be revoked
+// now expires by itself within a TTL.
+func (r *Registrar) revokeOld() {
+	r.mu.Lock()
+	old := r.oldLeases
+	r.oldLeases = nil
+	r.mu.Unlock()
+	for _, id := range old {
+		r.revokeQuietly(id)
+	}
+}
+
 func (r *Registrar) revokeQuietly(id clientv3.LeaseID) {
 	ctx, cancel := context.WithTimeout(r.ctx, r.opts.requestTimeout)
 	defer cancel()
@@ -344,18 +371,18 @@ func (r *Registrar) revokeQuietly(id clientv3.LeaseID) {
 // guard watches one key written under lease and tells the loop when it is
 // deleted or overwritten by someone else, so that an instance never stays
 // silently missing from etcd while its lease lives.
-func (r *Registrar) guard(ctx context.Context, e *entry, lease clientv3.LeaseID, rev int64) {
+func (r *Registrar) guard(ctx context.Context, key string, token uint64, lease clientv3.LeaseID, rev int64) {
 	defer r.wg.Done()
 	fails := 0
 	for ctx.Err() == nil {
-		wch := r.cli.Watch(clientv3.WithRequireLeader(ctx), e.key, clientv3.WithRev(rev), clientv3.WithPrevKV())
+		wch := r.cli.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithRev(rev), clientv3.WithPrevKV())
 		for resp := range wch {
 			if err := resp.Err(); err != nil {
 				if resp.CompactRevision > 0 {
 					// Events were lost to compaction: write the key again
 					// and watch from what is left.
 					rev = resp.CompactRevision
-					r.sendKey(ctx, keyEvent{key: e.key, verify: true, guardGen: e})
+					r.sendKey(ctx, keyEvent{key: key, guard: token, verify: true})
 				}
 				break
 			}
@@ -368,9 +395,9 @@ func (r *Registrar) guard(ctx context.Context, e *entry, lease clientv3.LeaseID,
 					if ev.PrevKv != nil {
 						prev = clientv3.LeaseID(ev.PrevKv.Lease)
 					}
-					r.sendKey(ctx, keyEvent{key: e.key, deleted: true, lease: prev, guardGen: e})
+					r.sendKey(ctx, keyEvent{key: key, guard: token, deleted: true, lease: prev})
 				case clientv3.LeaseID(ev.Kv.Lease) != lease:
-					r.sendKey(ctx, keyEvent{key: e.key, lease: clientv3.LeaseID(ev.Kv.Lease), guardGen: e})
+					r.sendKey(ctx, keyEvent{key: key, guard: token, lease: clientv3.LeaseID(ev.Kv.Lease)})
 				}
 			}
 		}
@@ -396,7 +423,8 @@ func (r *Registrar) sendKey(ctx context.Context, ev keyEvent) {
 func (r *Registrar) onKeyEvent(ev keyEvent) bool {
 	r.mu.Lock()
 	e := r.entries[ev.key]
-	if e == nil || e != ev.guardGen {
+	if e == nil || e.guard != ev.guard { // from a guard stopped since
+
 		r.mu.Unlock()
 		return false
 	}
@@ -408,7 +436,7 @@ func (r *Registrar) onKeyEvent(ev keyEvent) bool {
 	case ev.deleted:
 		e.synced = 0
 		if lease != 0 && ev.lease == lease {
-			report = errors.New("registry: key deleted from etcd by someone else while its lease was alive; putting it back")
+			report = errors.New("registry: key deleted from etcd (by someone else, or with its lease); putting it back")
 		}
 	default:
 		report = fmt.Errorf("registry: key overwritten in etcd under lease %x, not ours (%x): another registrar uses this service and id", int64(ev.lease), int64(lease))

@@ -78,12 +78,15 @@ type Registrar struct {
 	poke   chan struct{}  // 1-slot: wake the loop
 	keyCh  chan keyEvent  // from guards to the loop
 
-	mu       sync.Mutex
-	entries  map[string]*entry // by key
-	deleting map[string]error  // keys to delete, with the last error
-	lease    clientv3.LeaseID  // live lease, 0 when none
-	state    State
-	changed  chan struct{} // closed and replaced whenever an entry or deletion settles
+	mu        sync.Mutex
+	entries   map[string]*entry  // by key
+	deleting  map[string]error   // keys to delete, with the last error
+	lease     clientv3.LeaseID   // live lease, 0 when none
+	oldLeases []clientv3.LeaseID // lost leases that etcd may still hold, with keys of ours
+	state     State
+	fatal     error         // why the registrar stopped working on its own, if it did
+	changed   chan struct{} // closed and replaced whenever an entry or deletion settles
+	guardSeq  uint64        // last guard token handed out
 
 	closeOnce sync.Once
 	closeErr  error
@@ -97,15 +100,16 @@ type entry struct {
 	synced uint64 // gen written under the live lease; 0 = not written
 	err    error  // last write error
 
-	guardCancel context.CancelFunc // stops the key guard; nil when none
+	guard       uint64             // token of the running key guard; 0 when none
+	guardCancel context.CancelFunc // stops it
 }
 
 type keyEvent struct {
-	key      string
-	deleted  bool             // else: overwritten under another lease
-	lease    clientv3.LeaseID // lease of the key before the delete, or the new owner's
-	verify   bool             // the guard missed events: write the key again
-	guardGen *entry
+	key     string
+	guard   uint64           // token of the guard that saw it
+	deleted bool             // else: overwritten under another lease
+	lease   clientv3.LeaseID // lease of the key before the delete, or the new owner's
+	verify  bool             // the guard missed events: write the key again
 }
 
 // New returns a Registrar that writes through cli. It does not contact etcd
@@ -165,9 +169,9 @@ func (r *Registrar) Register(ctx context.Context, inst Instance) (string, error)
 	}
 	key := Key(r.opts.prefix, in.Service, in.ID)
 	r.mu.Lock()
-	if r.state == StateClosed {
+	if err := r.closedLocked(); err != nil {
 		r.mu.Unlock()
-		return "", ErrClosed
+		return "", err
 	}
 	if _, dup := r.entries[key]; dup {
 		r.mu.Unlock()
@@ -188,15 +192,17 @@ func (r *Registrar) Register(ctx context.Context, inst Instance) (string, error)
 func (r *Registrar) Deregister(ctx context.Context, service, id string) error {
 	key := Key(r.opts.prefix, service, id)
 	r.mu.Lock()
+	if err := r.closedLocked(); err != nil {
+		r.mu.Unlock()
+		return err
+	}
 	e, ok := r.entries[key]
 	if !ok {
 		r.mu.Unlock()
 		return fmt.Errorf("%w: %s", ErrNotFound, key)
 	}
 	delete(r.entries, key)
-	if e.guardCancel != nil {
-		e.guardCancel()
-	}
+	e.stopGuard()
 	r.deleting[key] = nil
 	r.state = StatePending
 	r.mu.Unlock()
@@ -205,14 +211,14 @@ func (r *Registrar) Deregister(ctx context.Context, service, id string) error {
 		r.mu.Lock()
 		lastErr, pending := r.deleting[key]
 		_, back := r.entries[key]
-		closed := r.state == StateClosed
+		closed := r.closedLocked()
 		ch := r.changed
 		r.mu.Unlock()
 		switch {
 		case !pending || back:
 			return nil
-		case closed:
-			return ErrClosed
+		case closed != nil:
+			return closed
 		}
 		select {
 		case <-ch:
@@ -224,43 +230,59 @@ func (r *Registrar) Deregister(ctx context.Context, service, id string) error {
 
 // Update changes the metadata of a registered instance in place: the key
 // keeps its lease and is never deleted, so watchers see one PUT. f gets a
-// copy to modify; the result is validated before anything is written.
+// copy of the current metadata to modify; the result is validated before
+// anything is written. If another update lands while f runs, f is called
+// again on the newer metadata, so concurrent updates never undo each
+// other; f must not call the Registrar.
 func (r *Registrar) Update(ctx context.Context, service, id string, f func(*Metadata)) error {
 	key := Key(r.opts.prefix, service, id)
-	r.mu.Lock()
-	e, ok := r.entries[key]
-	if !ok {
+	for {
+		r.mu.Lock()
+		if err := r.closedLocked(); err != nil {
+			r.mu.Unlock()
+			return err
+		}
+		e, ok := r.entries[key]
+		if !ok {
+			r.mu.Unlock()
+			return fmt.Errorf("%w: %s", ErrNotFound, key)
+		}
+		addr, md, seen := e.inst.Addr, e.inst.Metadata, e.gen
+		md.Labels = cloneLabels(md.Labels)
 		r.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNotFound, key)
-	}
-	in := e.inst
-	md := in.Metadata
-	md.Labels = cloneLabels(md.Labels)
-	r.mu.Unlock()
 
-	f(&md)
-	if err := md.validate(); err != nil {
-		return fmt.Errorf("registry: update %s: %w", key, err)
-	}
-	md.Labels = cloneLabels(md.Labels)
-	val, err := Encode(in.Addr, md)
-	if err != nil {
-		return err
-	}
+		f(&md)
+		if err := md.validate(); err != nil {
+			return fmt.Errorf("registry: update %s: %w", key, err)
+		}
+		md.Labels = cloneLabels(md.Labels)
+		val, err := Encode(addr, md)
+		if err != nil {
+			return err
+		}
 
-	r.mu.Lock()
-	if cur, ok := r.entries[key]; !ok || cur != e {
+		r.mu.Lock()
+		if err := r.closedLocked(); err != nil {
+			r.mu.Unlock()
+			return err
+		}
+		if cur := r.entries[key]; cur != e {
+			r.mu.Unlock()
+			return fmt.Errorf("%w: %s (deregistered during update)", ErrNotFound, key)
+		}
+		if e.gen != seen { // another update landed meanwhile: apply f to it
+			r.mu.Unlock()
+			continue
+		}
+		e.inst.Metadata = md
+		e.val = string(val)
+		e.gen++
+		gen := e.gen
+		r.state = StatePending
 		r.mu.Unlock()
-		return fmt.Errorf("%w: %s (deregistered during update)", ErrNotFound, key)
+		r.wake()
+		return r.waitSynced(ctx, e, gen)
 	}
-	e.inst.Metadata = md
-	e.val = string(val)
-	e.gen++
-	gen := e.gen
-	r.state = StatePending
-	r.mu.Unlock()
-	r.wake()
-	return r.waitSynced(ctx, e, gen)
 }
 
 // Drain marks the instance draining: clients stop sending it new calls.
@@ -311,34 +333,30 @@ func (r *Registrar) Lease() clientv3.LeaseID {
 	return r.lease
 }
 
-// Close deletes every instance from etcd and revokes the lease, bounded by
-// the close timeout (WithCloseTimeout). If etcd cannot be reached in time
-// the keys expire with the lease within one TTL, and the error says so.
-// Close is safe to call more than once; later calls return the first
-// result.
+// Close removes every instance from etcd by revoking the registrar's lease
+// (and any lost lease etcd may still hold), which deletes exactly the keys
+// written under it, in one step, and never a key another registrar has
+// since taken over. It is bounded by the close timeout (WithCloseTimeout):
+// if etcd cannot be reached in time the keys expire with the lease within
+// one TTL, and the error says so. Close is safe to call more than once;
+// later calls return the first result. The event handler must not call it.
 func (r *Registrar) Close() error {
 	r.closeOnce.Do(func() {
-		lease, keys := r.stop()
+		leases := r.stop()
 		ctx, cancel := context.WithTimeout(r.cli.Ctx(), r.opts.closeTimeout)
 		defer cancel()
 		var errs []error
-		for chunk := range slices.Chunk(keys, 64) {
-			ops := make([]clientv3.Op, len(chunk))
-			for i, k := range chunk {
-				ops[i] = clientv3.OpDelete(k)
-			}
-			if _, err := r.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
-				errs = append(errs, fmt.Errorf("delete %d keys: %w", len(chunk), err))
-				break
-			}
-		}
-		if lease != 0 {
-			if _, err := r.cli.Revoke(ctx, lease); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				errs = append(errs, fmt.Errorf("revoke lease %x: %w", int64(lease), err))
+		for _, id := range leases {
+			if _, err := r.cli.Revoke(ctx, id); err != nil && !errors.Is(err, rpctypes.ErrLeaseNotFound) {
+				errs = append(errs, fmt.Errorf("revoke lease %x: %w", int64(id), err))
 			}
 		}
 		if err := errors.Join(errs...); err != nil {
 			r.closeErr = fmt.Errorf("registry: close (keys expire with the lease within %ds): %w", r.ttl, err)
+		}
+		var lease clientv3.LeaseID
+		if len(leases) > 0 {
+			lease = leases[0]
 		}
 		r.emit(Event{Kind: EventClosed, Lease: lease, Err: r.closeErr})
 	})
@@ -350,31 +368,52 @@ func (r *Registrar) Close() error {
 // process had died. Close after Orphan does nothing.
 func (r *Registrar) Orphan() {
 	r.closeOnce.Do(func() {
-		lease, _ := r.stop()
-		r.emit(Event{Kind: EventClosed, Lease: lease, Err: errors.New("orphaned: lease left to expire")})
+		leases := r.stop()
+		var lease clientv3.LeaseID
+		if len(leases) > 0 {
+			lease = leases[0]
+		}
+		r.emit(Event{Kind: EventClosed, Lease: lease, Err: errors.New("registry: orphaned: lease left to expire")})
 	})
 }
 
-// stop ends the background work and returns the lease and keys to clean.
-func (r *Registrar) stop() (clientv3.LeaseID, []string) {
+// stop ends the background work, marks the registrar closed and returns the
+// leases that may hold its keys, the live one first.
+func (r *Registrar) stop() []clientv3.LeaseID {
 	r.cancel()
 	r.loopWG.Wait()
 	r.wg.Wait()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	keys := make([]string, 0, len(r.entries)+len(r.deleting))
-	for k := range r.entries {
-		keys = append(keys, k)
+	var leases []clientv3.LeaseID
+	if r.lease != 0 {
+		leases = append(leases, r.lease)
 	}
-	for k := range r.deleting {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	lease := r.lease
-	r.lease = 0
+	leases = append(leases, r.oldLeases...)
+	r.lease, r.oldLeases = 0, nil
+	clear(r.entries)
+	clear(r.deleting)
 	r.state = StateClosed
 	r.broadcastLocked()
-	return lease, keys
+	return leases
+}
+
+// closedLocked returns why the registrar takes no more changes, or nil.
+func (r *Registrar) closedLocked() error {
+	switch {
+	case r.fatal != nil:
+		return r.fatal
+	case r.state == StateClosed:
+		return ErrClosed
+	}
+	return nil
+}
+
+func (e *entry) stopGuard() {
+	if e.guardCancel != nil {
+		e.guardCancel()
+	}
+	e.guard, e.guardCancel = 0, nil
 }
 
 func (r *Registrar) wake() {
@@ -394,13 +433,13 @@ func (r *Registrar) waitSynced(ctx context.Context, e *entry, gen uint64) error 
 		r.mu.Lock()
 		cur, ok := r.entries[e.key]
 		done := ok && cur == e && e.synced >= gen && r.lease != 0
-		lastErr, closed, ch := e.err, r.state == StateClosed, r.changed
+		lastErr, closed, ch := e.err, r.closedLocked(), r.changed
 		r.mu.Unlock()
 		switch {
 		case done:
 			return nil
-		case closed:
-			return ErrClosed
+		case closed != nil:
+			return closed
 		case !ok || cur != e:
 			return fmt.Errorf("%w: %s (deregistered while being written)", ErrNotFound, e.key)
 		}

@@ -523,7 +523,7 @@ func TestCloseIsBoundedWhenEtcdIsDown(t *testing.T) {
 }
 
 // TestClientClosedUnderRegistrar: closing the etcd client under a live
-// registrar is reported, not silent.
+// registrar is reported, not silent, and later calls say why they fail.
 func TestClientClosedUnderRegistrar(t *testing.T) {
 	c := etcdtest.New(t)
 	cli, err := etcdclient.New(etcdclient.Config{Endpoints: c.Endpoints()})
@@ -541,18 +541,155 @@ func TestClientClosedUnderRegistrar(t *testing.T) {
 			break
 		}
 	}
+	if r.State() != registry.StateClosed {
+		t.Errorf("state %s", r.State())
+	}
+	_, err = r.Register(context.Background(), registry.Instance{Service: "user", Addr: "127.0.0.1:1"})
+	if err == nil || !strings.Contains(err.Error(), "etcd client closed") {
+		t.Errorf("register after the client closed: %v", err)
+	}
 }
 
-// TestLeaderStopKeepsRegistration stops the leader of a 3-member cluster and
-// checks, with a watch, that the key is never absent.
+// TestCallsAfterCloseFailAtOnce: nothing waits on a closed registrar.
+func TestCallsAfterCloseFailAtOnce(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	r := newRegistrar(t, cli, nil)
+	registerAll(t, r, instances(1))
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background() // no deadline: a call that waited would hang the test
+	if err := r.Drain(ctx, "user", "127.0.0.1:20001"); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Drain after Close: %v", err)
+	}
+	if err := r.Deregister(ctx, "user", "127.0.0.1:20001"); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Deregister after Close: %v", err)
+	}
+	if _, err := r.Register(ctx, instances(2)[1]); !errors.Is(err, registry.ErrClosed) {
+		t.Errorf("Register after Close: %v", err)
+	}
+	if r.State() != registry.StateClosed || len(r.Instances()) != 0 {
+		t.Errorf("state %s, %d instances", r.State(), len(r.Instances()))
+	}
+}
+
+// TestConcurrentUpdatesDoNotUndoEachOther: an update whose function runs
+// while another update lands is applied on top of it.
+func TestConcurrentUpdatesDoNotUndoEachOther(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	r := newRegistrar(t, cli, nil)
+	keys := registerAll(t, r, instances(1))
+	inF, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		done <- r.Update(ctxT(t, 10*time.Second), "user", "127.0.0.1:20001", func(m *registry.Metadata) {
+			once.Do(func() { close(inF) })
+			<-release
+			m.Status = registry.StatusDraining
+		})
+	}()
+	<-inF
+	if err := r.SetWeight(ctxT(t, 5*time.Second), "user", "127.0.0.1:20001", 7); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	_, md, err := registry.Decode(mustGet(t, cli, keys[0]).Value)
+	if err != nil || md.Weight != 7 || md.Status != registry.StatusDraining {
+		t.Errorf("after concurrent drain and weight 7: %+v, %v", md, err)
+	}
+}
+
+// TestKeyTakenOverIsReportedAndNotDeleted: another registrar writes the same
+// key; ours reports it, and its Deregister and Close leave the other's key
+// alone.
+func TestKeyTakenOverIsReportedAndNotDeleted(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+	ins := instances(2)
+	keys := registerAll(t, r, ins)
+
+	other := newRegistrar(t, newClient(t, c.Endpoints()), nil)
+	registerAll(t, other, ins[:1])
+	ev, _ := rec.next(t, 0, registry.EventKeyLost, 5*time.Second)
+	if ev.Key != keys[0] || !strings.Contains(ev.Err.Error(), "another registrar") {
+		t.Errorf("key-lost event %v", ev)
+	}
+	if err := r.Deregister(ctxT(t, 5*time.Second), "user", ins[0].Addr); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	kv := mustGet(t, cli, keys[0])
+	if kv == nil || clientv3.LeaseID(kv.Lease) != other.Lease() {
+		t.Fatalf("the other registrar's key after our Deregister and Close: %v", kv)
+	}
+	if mustGet(t, cli, keys[1]) != nil {
+		t.Errorf("%s, ours alone, still in etcd after Close", keys[1])
+	}
+}
+
+// TestUpdateRightAfterRevoke: a put that finds its lease gone grants a new
+// one and succeeds.
+func TestUpdateRightAfterRevoke(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	r := newRegistrar(t, cli, nil)
+	ins := instances(1)
+	keys := registerAll(t, r, ins)
+	old := r.Lease()
+	if _, err := cli.Revoke(ctxT(t, 5*time.Second), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Drain(ctxT(t, 10*time.Second), "user", ins[0].Addr); err != nil {
+		t.Fatal(err)
+	}
+	kv := mustGet(t, cli, keys[0])
+	if kv == nil || kv.Lease == int64(old) || clientv3.LeaseID(kv.Lease) != r.Lease() {
+		t.Fatalf("after drain on a revoked lease: %v (old lease %x, now %x)", kv, int64(old), int64(r.Lease()))
+	}
+	if _, md, _ := registry.Decode(kv.Value); md.Status != registry.StatusDraining {
+		t.Errorf("status %s", md.Status)
+	}
+}
+
+// TestLeaderStopKeepsRegistration stops the leader of a 3-member cluster
+// while the registrar's client is connected to it alone, and checks with a
+// watch that the key is never absent.
 func TestLeaderStopKeepsRegistration(t *testing.T) {
 	c := etcdtest.New(t, etcdtest.Members(3))
-	cli := newClient(t, c.Endpoints())
+	leader, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client reaches every member through a proxy. While it connects,
+	// the followers' proxies hold their traffic, so its only ready
+	// connection, and with it the keepalive stream, is to the leader.
+	proxies := c.Proxies(t)
+	var eps []string
+	for i, p := range proxies {
+		eps = append(eps, p.Endpoint())
+		if c.Member(i) != leader {
+			p.Pause()
+		}
+	}
+	cli := newClient(t, eps)
 	rec := newRecorder()
 	r := newRegistrar(t, cli, rec, registry.WithTTL(3*time.Second))
 	ins := instances(2)
 	keys := registerAll(t, r, ins)
 	lease := r.Lease()
+	for _, p := range proxies {
+		p.Resume()
+	}
 	watcher := c.Client(t)
 	kv := mustGet(t, watcher, keys[0])
 
@@ -568,21 +705,27 @@ func TestLeaderStopKeepsRegistration(t *testing.T) {
 				for _, ev := range resp.Events {
 					rev = ev.Kv.ModRevision + 1
 					if ev.Type == mvccpb.DELETE {
-						deletes <- string(ev.Kv.Key)
+						select {
+						case deletes <- string(ev.Kv.Key):
+						case <-wctx.Done():
+						}
 					}
 				}
+			}
+			select { // no leader yet: try again shortly
+			case <-wctx.Done():
+			case <-time.After(50 * time.Millisecond):
 			}
 		}
 	}()
 	defer func() { wcancel(); wg.Wait() }()
 
-	leader := c.StopLeader(t)
-	t.Logf("stopped leader %s", leader.Name())
+	c.StopLeader(t)
 	if _, err := c.Leader(ctxT(t, 10*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	// Observe for two TTLs after the election: a lease lost to the
-	// election would have expired and deleted the keys by then.
+	// Observe for two TTLs after the election: a lease that had lost its
+	// keepalive would have expired and its keys been deleted by then.
 	window := time.NewTimer(6 * time.Second)
 	defer window.Stop()
 	select {
@@ -594,7 +737,11 @@ func TestLeaderStopKeepsRegistration(t *testing.T) {
 		t.Errorf("%d lease-lost events during a leader change", n)
 	}
 	checkAll(t, watcher, keys, ins, lease)
-	t.Logf("key absent during leader change: never (watched every revision)")
+	ttl, err := watcher.TimeToLive(ctxT(t, 5*time.Second), lease)
+	if err != nil || ttl.TTL <= 0 {
+		t.Fatalf("lease after the leader change: %+v, %v", ttl, err)
+	}
+	t.Logf("stopped leader %s under the registrar's only connection: key never absent (watched every revision), lease kept", leader.Name())
 }
 
 // TestPartitionLongerThanTTL cuts the registrar's client off from etcd with
