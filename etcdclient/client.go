@@ -45,9 +45,9 @@ type Config struct {
 	// Endpoints are etcd client URLs ("http://host:port") or host:port
 	// pairs. Empty means DefaultEndpoint.
 	Endpoints []string
-	// DialTimeout bounds the first connection. Zero means
-	// DefaultDialTimeout. New does not block: the timeout applies to the
-	// client's first requests.
+	// DialTimeout bounds each connection attempt. Zero means
+	// DefaultDialTimeout. New does not wait for etcd, except with a
+	// username, when it fetches an auth token for up to DialTimeout.
 	DialTimeout time.Duration
 	// KeepAliveTime and KeepAliveTimeout set grpc keepalive pings so that a
 	// connection that silently died is noticed. Zero means the defaults;
@@ -67,8 +67,8 @@ type Config struct {
 	DialOptions []grpc.DialOption
 }
 
-// New returns a client for cfg. It validates the endpoints and returns at
-// once; it does not wait for etcd to answer.
+// New returns a client for cfg. It validates the endpoints and returns
+// without waiting for etcd (unless Username is set: see DialTimeout).
 func New(cfg Config) (*clientv3.Client, error) {
 	cc, err := cfg.clientConfig()
 	if err != nil {

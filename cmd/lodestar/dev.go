@@ -108,16 +108,19 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var servers []*grpc.Server
+	var healths []*health.Server
+	// Shut down as a server should: stop advertising (deregister, health
+	// NOT_SERVING), then let calls in flight finish, then stop.
 	defer func() {
 		if err := reg.Close(); err != nil {
 			say("registrar  %v", err)
 		}
-	}()
-
-	var servers []*grpc.Server
-	defer func() {
+		for _, h := range healths {
+			h.Shutdown()
+		}
 		for _, s := range servers {
-			s.Stop()
+			gracefulStop(s, 5*time.Second)
 		}
 	}()
 	zones := []string{"zone-a", "zone-b", "zone-c"}
@@ -131,6 +134,7 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 		hs.SetServingStatus(o.service, healthpb.HealthCheckResponse_SERVING)
 		healthpb.RegisterHealthServer(s, hs)
 		servers = append(servers, s)
+		healths = append(healths, hs)
 		go s.Serve(lis)
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		_, err = reg.Register(rctx, registry.Instance{
@@ -162,6 +166,23 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 	return err
 }
 
+// gracefulStop stops s, letting calls in flight finish for at most d.
+func gracefulStop(s *grpc.Server, d time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.GracefulStop()
+		close(done)
+	}()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.Stop()
+		<-done
+	}
+}
+
 // watchChanges prints every change under prefix until ctx ends.
 func watchChanges(ctx context.Context, cli *clientv3.Client, prefix string, say func(string, ...any)) error {
 	p := strings.TrimRight(prefix, "/") + "/"
@@ -179,7 +200,14 @@ func watchChanges(ctx context.Context, cli *clientv3.Client, prefix string, say 
 				if errors.Is(err, context.Canceled) {
 					break
 				}
-				say("watch      %v (resuming)", err)
+				if wr.CompactRevision > 0 {
+					// History is gone: go on from the oldest revision left
+					// (changes in between are not shown).
+					say("watch      missed changes before revision %d (compacted); resuming from there", wr.CompactRevision)
+					rev = wr.CompactRevision
+				} else {
+					say("watch      %v (resuming)", err)
+				}
 				break
 			}
 			for _, ev := range wr.Events {

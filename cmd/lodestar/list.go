@@ -57,6 +57,7 @@ func listInstances(ctx context.Context, cli *clientv3.Client, prefix, service st
 	for _, kv := range kvs {
 		svc, id, err := registry.ParseKey(prefix, string(kv.Key))
 		if err != nil {
+			fmt.Fprintf(tw, "%s\t\t(key not <prefix>/<service>/<id>)\n", kv.Key)
 			continue
 		}
 		addr, md, err := registry.Decode(kv.Value)
