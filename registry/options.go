@@ -84,8 +84,9 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithEventHandler sets a function called on every Event, in order, from
-// the registrar's own goroutine. It must return quickly and must not call
-// the Registrar's blocking methods.
+// the registrar's own goroutine (EventClosed: from the goroutine that
+// called Close or Orphan). It must return quickly and must not call the
+// Registrar's blocking methods, Close and Orphan included.
 func WithEventHandler(f func(Event)) Option {
 	return optionFunc(func(o *options) {
 		if f != nil {

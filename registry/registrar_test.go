@@ -283,19 +283,26 @@ func TestAbandonedRegistrationExpiresAfterTTL(t *testing.T) {
 	if mustGet(t, check, keys[0]) == nil {
 		t.Fatal("key deleted at once; it should live until the lease expires")
 	}
+	waitExpired(t, wch, abandoned, "the keepalive stopped")
+}
+
+// waitExpired waits on wch for the key's DELETE, which must come when the
+// lease expires: not at once, and within the watch's deadline.
+func waitExpired(t *testing.T, wch clientv3.WatchChan, since time.Time, what string) {
+	t.Helper()
 	for resp := range wch {
 		for _, ev := range resp.Events {
 			if ev.Type == mvccpb.DELETE {
-				gone := time.Since(abandoned)
-				t.Logf("key gone %s after the keepalive stopped (TTL 2s)", gone.Round(time.Millisecond))
+				gone := time.Since(since)
+				t.Logf("key gone %s after %s (TTL 2s)", gone.Round(time.Millisecond), what)
 				if gone < 500*time.Millisecond {
-					t.Errorf("key gone after %s: before the lease could expire", gone)
+					t.Errorf("key gone %s after %s: before the lease could expire", gone, what)
 				}
 				return
 			}
 		}
 	}
-	t.Fatal("key still in etcd 10s after the keepalive stopped")
+	t.Fatalf("key still in etcd when the watch ended, after %s", what)
 }
 
 func TestDrainUndrainAndWeightInPlace(t *testing.T) {
