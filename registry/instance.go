@@ -131,6 +131,10 @@ func (m Metadata) validate() error {
 // which is unique among the instances clients can reach.
 func DeriveID(addr string) string { return addr }
 
+// ValidateService reports why name cannot be a service name (empty, a '/',
+// a space), or nil.
+func ValidateService(name string) error { return checkName("service name", name) }
+
 func checkName(what, s string) error {
 	switch {
 	case s == "":

@@ -1,0 +1,79 @@
+package discovery
+
+import (
+	"fmt"
+	"time"
+)
+
+// EventKind names what happened to a resolver.
+type EventKind int
+
+const (
+	// EventListed: the full list was read from etcd (at start, after a
+	// compaction, or after an etcd reset).
+	EventListed EventKind = iota + 1
+	// EventUpdated: watched changes were applied and pushed to grpc.
+	EventUpdated
+	// EventListFailed: etcd could not be listed; the last known list stays
+	// in force and the resolver retries.
+	EventListFailed
+	// EventWatchBroken: the watch ended (leader lost, etcd unreachable,
+	// compaction); the resolver resumes it. The list stays in force.
+	EventWatchBroken
+	// EventReset: etcd answered without the data it had (a wiped or new
+	// cluster). Known instances are kept for the reset grace period.
+	EventReset
+	// EventSkipped: a value under the service's prefix did not parse; the
+	// instance is left out, the others are unaffected.
+	EventSkipped
+	// EventStale: etcd could not be reached at start; the list was loaded
+	// from the snapshot file.
+	EventStale
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventListed:
+		return "listed"
+	case EventUpdated:
+		return "updated"
+	case EventListFailed:
+		return "list-failed"
+	case EventWatchBroken:
+		return "watch-broken"
+	case EventReset:
+		return "reset"
+	case EventSkipped:
+		return "skipped"
+	case EventStale:
+		return "stale"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is a state change of a resolver, delivered to the handler given with
+// WithEventHandler.
+type Event struct {
+	Kind      EventKind
+	Time      time.Time
+	Service   string
+	Instances int   // instances offered to grpc after the event
+	Changes   int   // instances added, changed or removed, for EventUpdated
+	Revision  int64 // etcd revision the list is at
+	Key       string
+	Err       error
+}
+
+func (e Event) String() string {
+	s := fmt.Sprintf("%s service=%s instances=%d rev=%d", e.Kind, e.Service, e.Instances, e.Revision)
+	if e.Changes > 0 {
+		s += fmt.Sprintf(" changes=%d", e.Changes)
+	}
+	if e.Key != "" {
+		s += " key=" + e.Key
+	}
+	if e.Err != nil {
+		s += " err=" + e.Err.Error()
+	}
+	return s
+}

@@ -1,0 +1,109 @@
+package discovery
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/lodestar-rpc/lodestar/registry"
+)
+
+// Defaults for the options.
+const (
+	DefaultRequestTimeout = 3 * time.Second
+	DefaultBackoffBase    = 100 * time.Millisecond
+	DefaultBackoffMax     = 2 * time.Second
+	DefaultResetGrace     = registry.DefaultTTL
+	DefaultSnapshotEvery  = time.Second
+)
+
+// Option configures a Builder.
+type Option interface{ apply(*options) }
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+type options struct {
+	prefix         string
+	logger         *slog.Logger
+	filter         func(registry.Instance) bool
+	onEvent        func(Event)
+	requestTimeout time.Duration
+	backoffBase    time.Duration
+	backoffMax     time.Duration
+	resetGrace     time.Duration
+	snapshotDir    string
+	snapshotEvery  time.Duration
+}
+
+func defaultOptions() options {
+	return options{
+		prefix:         registry.DefaultPrefix,
+		logger:         slog.New(slog.DiscardHandler),
+		onEvent:        func(Event) {},
+		requestTimeout: DefaultRequestTimeout,
+		backoffBase:    DefaultBackoffBase,
+		backoffMax:     DefaultBackoffMax,
+		resetGrace:     DefaultResetGrace,
+		snapshotEvery:  DefaultSnapshotEvery,
+	}
+}
+
+// WithPrefix sets the key prefix instances are registered under (default
+// registry.DefaultPrefix).
+func WithPrefix(prefix string) Option {
+	return optionFunc(func(o *options) { o.prefix = prefix })
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(o *options) {
+		if l != nil {
+			o.logger = l
+		}
+	})
+}
+
+// WithFilter keeps only the instances for which keep returns true, e.g.
+// one region's. It runs on every change, on the resolver's goroutine.
+func WithFilter(keep func(registry.Instance) bool) Option {
+	return optionFunc(func(o *options) { o.filter = keep })
+}
+
+// WithEventHandler sets a function called on every Event, in order, from
+// the resolver's goroutine. It must return quickly.
+func WithEventHandler(f func(Event)) Option {
+	return optionFunc(func(o *options) {
+		if f != nil {
+			o.onEvent = f
+		}
+	})
+}
+
+// WithRequestTimeout bounds each etcd list (default 3 s).
+func WithRequestTimeout(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.requestTimeout = d })
+}
+
+// WithBackoff sets the wait between failed attempts to list or watch: it
+// starts at base, doubles up to max, and is jittered by ±20% (defaults
+// 100 ms and 2 s).
+func WithBackoff(base, max time.Duration) Option {
+	return optionFunc(func(o *options) { o.backoffBase, o.backoffMax = base, max })
+}
+
+// WithResetGrace sets how long instances are kept after etcd comes back
+// without its data (a wiped or replaced cluster), to give their registrars
+// time to register them again (default registry.DefaultTTL). Without it a
+// client would drop every instance the moment such an etcd answers.
+func WithResetGrace(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.resetGrace = d })
+}
+
+// WithSnapshotDir makes each resolver save the last good list of its
+// service to <dir>/<service>.json (at most once per second), and, when
+// etcd cannot be reached at start, serve from that file until etcd
+// answers. Instances served from the file are logged as stale.
+func WithSnapshotDir(dir string) Option {
+	return optionFunc(func(o *options) { o.snapshotDir = dir })
+}

@@ -1,0 +1,558 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/attributes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/lodestar-rpc/lodestar/internal/hostport"
+	"github.com/lodestar-rpc/lodestar/registry"
+)
+
+// etcdResolver lists one service's instances at a revision, watches from the
+// next one, and pushes every real change to grpc. Its goroutine (run) owns
+// all the fields below the line; the others are set at construction.
+type etcdResolver struct {
+	b       *Builder
+	cc      resolver.ClientConn
+	service string
+	prefix  string // the service's key prefix, ending in '/'
+	ctx     context.Context
+	cancel  context.CancelFunc
+	done    chan struct{}
+	now     chan struct{} // ResolveNow: 1-slot
+	// reconnected gets a token (1-slot) whenever the etcd client's
+	// connection becomes ready again: etcd may have come back without its
+	// data, which a resumed watch would never tell.
+	reconnected chan struct{}
+	connDone    chan struct{}
+
+	// ---- owned by run ----
+	entries   map[string]*entry // by etcd key
+	sorted    []*entry          // by address, then key: the order pushed to grpc
+	rev       int64             // revision the list is at
+	cluster   uint64            // etcd cluster id the list came from; 0 before the first list
+	pushed    bool              // grpc has a list from us
+	stale     int               // entries kept across an etcd reset, not seen since
+	grace     *time.Timer       // ends the reset grace period; nil when none
+	strs      map[string]string // interned metadata strings
+	snapDirty bool
+	snapTimer *time.Timer
+	lastTry   time.Time
+}
+
+type entry struct {
+	key   string
+	ep    resolver.Endpoint
+	attr  *instanceAttr
+	stale bool // kept from before an etcd reset; not seen since
+}
+
+// hookAfterList, when set by a test, runs after each list and before the
+// watch that follows it starts.
+var hookAfterList func()
+
+func newResolver(b *Builder, service string, cc resolver.ClientConn) *etcdResolver {
+	r := &etcdResolver{
+		b:       b,
+		cc:      cc,
+		service: service,
+		prefix:  registry.ServicePrefix(b.opts.prefix, service),
+		done:    make(chan struct{}),
+		now:     make(chan struct{}, 1),
+
+		reconnected: make(chan struct{}, 1),
+		connDone:    make(chan struct{}),
+		entries: make(map[string]*entry),
+		strs:    make(map[string]string),
+	}
+	r.ctx, r.cancel = context.WithCancel(context.Background())
+	go r.run()
+	go r.watchConnection()
+	return r
+}
+
+// watchConnection signals reconnected each time the etcd client's
+// connection turns ready after being anything else.
+func (r *etcdResolver) watchConnection() {
+	defer close(r.connDone)
+	conn := r.b.cli.ActiveConnection()
+	if conn == nil {
+		return
+	}
+	state := conn.GetState()
+	for conn.WaitForStateChange(r.ctx, state) {
+		next := conn.GetState()
+		if next == connectivity.Ready && state != connectivity.Ready {
+			select {
+			case r.reconnected <- struct{}{}:
+			default:
+			}
+		}
+		state = next
+	}
+}
+
+// ResolveNow asks for a new list if the last attempt failed. The watch keeps
+// a healthy list current by itself.
+func (r *etcdResolver) ResolveNow(resolver.ResolveNowOptions) {
+	select {
+	case r.now <- struct{}{}:
+	default:
+	}
+}
+
+// Close stops the watch and waits for the resolver's goroutine to end.
+func (r *etcdResolver) Close() {
+	r.cancel()
+	<-r.done
+	<-r.connDone
+}
+
+func (r *etcdResolver) run() {
+	defer close(r.done)
+	defer func() {
+		if r.grace != nil {
+			r.grace.Stop()
+		}
+		if r.snapTimer != nil {
+			r.snapTimer.Stop()
+		}
+		if r.snapDirty {
+			r.saveSnapshot()
+		}
+	}()
+	needList, fails := true, 0
+	for r.ctx.Err() == nil {
+		if needList {
+			if err := r.list(); err != nil {
+				if r.ctx.Err() != nil {
+					return
+				}
+				fails++
+				r.listFailed(err, fails)
+				r.wait(r.backoff(fails))
+				continue
+			}
+			fails = 0
+			if hookAfterList != nil {
+				hookAfterList()
+			}
+		}
+		relist, err := r.watch()
+		if r.ctx.Err() != nil {
+			return
+		}
+		r.emit(Event{Kind: EventWatchBroken, Err: err})
+		needList = relist
+		if !relist {
+			fails++
+			r.wait(r.backoff(fails))
+		}
+	}
+}
+
+// list reads the whole service at one revision and makes it the list.
+func (r *etcdResolver) list() error {
+	r.lastTry = time.Now()
+	ctx, cancel := context.WithTimeout(r.ctx, r.b.opts.requestTimeout)
+	resp, err := r.b.cli.Get(ctx, r.prefix, clientv3.WithPrefix()) // linearizable: never an old list
+	cancel()
+	if err != nil {
+		return fmt.Errorf("discovery: list %s from etcd: %w", r.prefix, err)
+	}
+	reset := r.cluster != 0 && (resp.Header.ClusterId != r.cluster || resp.Header.Revision < r.rev)
+	seen := make(map[string]bool, len(resp.Kvs))
+	changes := 0
+	for _, kv := range resp.Kvs {
+		key := string(kv.Key)
+		seen[key] = true
+		if r.put(key, kv.Value) {
+			changes++
+		}
+	}
+	keepStale := reset && r.b.opts.resetGrace > 0
+	for key, e := range r.entries {
+		if seen[key] {
+			continue
+		}
+		if keepStale || e.stale && r.grace != nil {
+			if !e.stale {
+				e.stale = true
+				r.stale++
+			}
+			continue
+		}
+		r.remove(key)
+		changes++
+	}
+	r.rev, r.cluster = resp.Header.Revision, resp.Header.ClusterId
+	if reset {
+		r.emit(Event{Kind: EventReset, Err: fmt.Errorf("discovery: etcd came back without its data (cluster %x rev %d); keeping %d unseen instances for %s",
+			resp.Header.ClusterId, resp.Header.Revision, r.stale, r.b.opts.resetGrace)})
+		if keepStale && r.stale > 0 {
+			if r.grace != nil {
+				r.grace.Stop()
+			}
+			r.grace = time.NewTimer(r.b.opts.resetGrace)
+		}
+	}
+	if changes > 0 || !r.pushed || r.pushedStale() {
+		r.push()
+	}
+	r.emit(Event{Kind: EventListed, Changes: changes})
+	return nil
+}
+
+// pushedStale reports whether what grpc has came from the snapshot file.
+func (r *etcdResolver) pushedStale() bool { return r.pushed && r.cluster == 0 }
+
+func (r *etcdResolver) listFailed(err error, fails int) {
+	r.emit(Event{Kind: EventListFailed, Err: err})
+	if r.pushed {
+		return // the last good list stays in force
+	}
+	if fails == 1 && r.loadSnapshot() {
+		return
+	}
+	r.cc.ReportError(err)
+}
+
+// watch follows changes from r.rev+1 until the watch ends. It returns
+// whether the list must be read again (history compacted, or etcd reset).
+func (r *etcdResolver) watch() (relist bool, err error) {
+	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(r.ctx))
+	defer cancel()
+	wch := r.b.cli.Watch(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithRev(r.rev+1),
+		clientv3.WithCreatedNotify(), clientv3.WithProgressNotify())
+	var graceC, snapC <-chan time.Time
+	for {
+		graceC, snapC = nil, nil
+		if r.grace != nil {
+			graceC = r.grace.C
+		}
+		if r.snapTimer != nil {
+			snapC = r.snapTimer.C
+		}
+		select {
+		case <-r.ctx.Done():
+			return false, r.ctx.Err()
+		case <-graceC:
+			r.endGrace()
+		case <-snapC:
+			r.snapTimer = nil
+			r.saveSnapshot()
+		case <-r.reconnected:
+			if err := r.checkSameEtcd(); err != nil {
+				return true, err
+			}
+		case resp, ok := <-wch:
+			if !ok {
+				return false, errors.New("discovery: watch channel closed")
+			}
+			changes, relist, err := r.apply(resp)
+			// Coalesce: apply whatever else is already waiting, then push
+			// once.
+			for err == nil && !relist {
+				select {
+				case more, ok := <-wch:
+					if !ok {
+						err = errors.New("discovery: watch channel closed")
+						break
+					}
+					var n int
+					n, relist, err = r.apply(more)
+					changes += n
+					continue
+				default:
+				}
+				break
+			}
+			if changes > 0 {
+				r.push()
+				r.emit(Event{Kind: EventUpdated, Changes: changes})
+			}
+			if err != nil || relist {
+				return relist, err
+			}
+		}
+	}
+}
+
+// checkSameEtcd asks etcd for the service's revision and reports an error if
+// etcd has gone back in time or is another cluster: its data was lost, and
+// the watch, resumed from a revision the new etcd has not reached, would
+// wait silently.
+func (r *etcdResolver) checkSameEtcd() error {
+	ctx, cancel := context.WithTimeout(r.ctx, r.b.opts.requestTimeout)
+	resp, err := r.b.cli.Get(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	cancel()
+	if err != nil {
+		return nil // unreachable again; the watch goes on
+	}
+	if resp.Header.ClusterId != r.cluster || resp.Header.Revision < r.rev {
+		return fmt.Errorf("discovery: etcd at revision %d (cluster %x), behind the list's %d (cluster %x)",
+			resp.Header.Revision, resp.Header.ClusterId, r.rev, r.cluster)
+	}
+	return nil
+}
+
+// apply applies one watch response and returns how many instances changed,
+// whether to list again, and the error that ended the watch, if any.
+func (r *etcdResolver) apply(resp clientv3.WatchResponse) (changes int, relist bool, err error) {
+	if err := resp.Err(); err != nil {
+		if resp.CompactRevision > 0 || errors.Is(err, rpctypes.ErrCompacted) {
+			return 0, true, fmt.Errorf("discovery: watch of %s from revision %d: %w", r.prefix, r.rev+1, err)
+		}
+		return 0, false, fmt.Errorf("discovery: watch of %s: %w", r.prefix, err)
+	}
+	if resp.Created {
+		if resp.Header.ClusterId != r.cluster || resp.Header.Revision < r.rev {
+			// Watching from a revision etcd has not reached: it lost
+			// its data. List again.
+			return 0, true, fmt.Errorf("discovery: etcd at revision %d (cluster %x), behind the list's %d (cluster %x)",
+				resp.Header.Revision, resp.Header.ClusterId, r.rev, r.cluster)
+		}
+		return 0, false, nil
+	}
+	for _, ev := range resp.Events {
+		key := string(ev.Kv.Key)
+		switch ev.Type {
+		case mvccpb.PUT:
+			if r.put(key, ev.Kv.Value) {
+				changes++
+			}
+		case mvccpb.DELETE:
+			if r.remove(key) {
+				changes++
+			}
+		}
+		r.rev = ev.Kv.ModRevision
+	}
+	if len(resp.Events) == 0 && resp.Header.Revision > r.rev {
+		r.rev = resp.Header.Revision // progress notification
+	}
+	return changes, false, nil
+}
+
+// put records the instance at key, returning whether the list changed. A
+// value that does not parse removes the instance it replaces and is
+// reported.
+func (r *etcdResolver) put(key string, value []byte) bool {
+	inst, err := r.decode(key, value)
+	if err != nil {
+		r.emit(Event{Kind: EventSkipped, Key: key, Err: err})
+		return r.remove(key)
+	}
+	attr := &instanceAttr{inst: inst}
+	if e, ok := r.entries[key]; ok {
+		if e.stale {
+			e.stale = false
+			r.stale--
+		}
+		if e.attr.Equal(attr) {
+			return false
+		}
+		if e.attr.inst.Addr != inst.Addr {
+			r.unsort(e)
+			e.attr, e.ep = attr, endpointOf(attr)
+			r.insort(e)
+		} else {
+			e.attr, e.ep = attr, endpointOf(attr)
+		}
+		return true
+	}
+	e := &entry{key: key, attr: attr, ep: endpointOf(attr)}
+	r.entries[key] = e
+	r.insort(e)
+	return true
+}
+
+func (r *etcdResolver) remove(key string) bool {
+	e, ok := r.entries[key]
+	if !ok {
+		return false
+	}
+	if e.stale {
+		r.stale--
+	}
+	delete(r.entries, key)
+	r.unsort(e)
+	return true
+}
+
+// endGrace drops the instances kept across an etcd reset that were not
+// registered again.
+func (r *etcdResolver) endGrace() {
+	r.grace = nil
+	n := 0
+	for key, e := range r.entries {
+		if e.stale {
+			r.remove(key)
+			n++
+		}
+	}
+	if n > 0 {
+		r.push()
+		r.emit(Event{Kind: EventUpdated, Changes: n})
+	}
+}
+
+func endpointOf(a *instanceAttr) resolver.Endpoint {
+	return resolver.Endpoint{
+		Addresses:  []resolver.Address{{Addr: a.inst.Addr}},
+		Attributes: attributes.New(instanceKey{}, a),
+	}
+}
+
+func compareEntries(a, b *entry) int {
+	if c := cmp.Compare(a.attr.inst.Addr, b.attr.inst.Addr); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.key, b.key)
+}
+
+func (r *etcdResolver) insort(e *entry) {
+	i, _ := slices.BinarySearchFunc(r.sorted, e, compareEntries)
+	r.sorted = slices.Insert(r.sorted, i, e)
+}
+
+func (r *etcdResolver) unsort(e *entry) {
+	if i, ok := slices.BinarySearchFunc(r.sorted, e, compareEntries); ok {
+		r.sorted = slices.Delete(r.sorted, i, i+1)
+	}
+}
+
+func (r *etcdResolver) decode(key string, value []byte) (registry.Instance, error) {
+	_, id, err := registry.ParseKey(r.b.opts.prefix, key)
+	if err != nil {
+		return registry.Instance{}, err
+	}
+	addr, md, err := registry.Decode(value)
+	if err != nil {
+		return registry.Instance{}, err
+	}
+	if err := hostport.Syntax(addr); err != nil {
+		return registry.Instance{}, fmt.Errorf("discovery: address %q: %w", addr, err)
+	}
+	if id == addr {
+		id = addr // share one string
+	}
+	md.Version, md.Region, md.Zone = r.intern(md.Version), r.intern(md.Region), r.intern(md.Zone)
+	md.Status = registry.Status(r.intern(string(md.Status)))
+	if len(md.Labels) > 0 {
+		labels := make(map[string]string, len(md.Labels))
+		for k, v := range md.Labels {
+			labels[r.intern(k)] = r.intern(v)
+		}
+		md.Labels = labels
+	}
+	return registry.Instance{Service: r.service, ID: id, Addr: addr, Metadata: md}, nil
+}
+
+func (r *etcdResolver) intern(s string) string {
+	if s == "" {
+		return ""
+	}
+	if v, ok := r.strs[s]; ok {
+		return v
+	}
+	r.strs[s] = s
+	return s
+}
+
+// push sends the list to grpc: every instance but the draining ones (all
+// of them if every one is draining: better a draining instance than none)
+// and those the filter rejects.
+func (r *etcdResolver) push() {
+	keep := r.b.opts.filter
+	eps := make([]resolver.Endpoint, 0, len(r.sorted))
+	draining := 0
+	for _, e := range r.sorted {
+		if keep != nil && !keep(e.attr.inst) {
+			continue
+		}
+		if e.attr.inst.Metadata.Status == registry.StatusDraining {
+			draining++
+			continue
+		}
+		eps = append(eps, e.ep)
+	}
+	if len(eps) == 0 && draining > 0 {
+		for _, e := range r.sorted {
+			if keep == nil || keep(e.attr.inst) {
+				eps = append(eps, e.ep)
+			}
+		}
+	}
+	r.pushed = true
+	err := r.cc.UpdateState(resolver.State{Endpoints: eps})
+	if len(eps) == 0 {
+		r.cc.ReportError(fmt.Errorf("discovery: no instances of service %q under %s", r.service, r.prefix))
+	} else if err != nil {
+		r.b.opts.logger.Warn("discovery: grpc refused the list", slog.String("service", r.service), slog.Int("instances", len(eps)), slog.Any("err", err))
+	}
+	if r.b.opts.snapshotDir != "" && r.cluster != 0 {
+		r.snapDirty = true
+		if r.snapTimer == nil {
+			r.snapTimer = time.NewTimer(r.b.opts.snapshotEvery)
+		}
+	}
+}
+
+// wait waits for d, or until ResolveNow after at least the base backoff.
+func (r *etcdResolver) wait(d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.ctx.Done():
+			return
+		case <-t.C:
+			return
+		case <-r.now:
+			if time.Since(r.lastTry) >= 5*r.b.opts.backoffBase {
+				return
+			}
+		}
+	}
+}
+
+func (r *etcdResolver) backoff(n int) time.Duration {
+	d := r.b.opts.backoffBase
+	for i := 1; i < n && d < r.b.opts.backoffMax; i++ {
+		d *= 2
+	}
+	d = min(d, r.b.opts.backoffMax)
+	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+func (r *etcdResolver) emit(ev Event) {
+	ev.Time = time.Now()
+	ev.Service = r.service
+	ev.Revision = r.rev
+	if ev.Instances == 0 {
+		ev.Instances = len(r.entries)
+	}
+	lvl := slog.LevelDebug
+	switch ev.Kind {
+	case EventListFailed, EventWatchBroken, EventReset, EventSkipped, EventStale:
+		lvl = slog.LevelWarn
+	}
+	r.b.opts.logger.LogAttrs(context.Background(), lvl, "discovery: "+ev.Kind.String(),
+		slog.String("service", ev.Service), slog.Int("instances", ev.Instances), slog.Int64("rev", ev.Revision),
+		slog.String("key", ev.Key), slog.Any("err", ev.Err))
+	r.b.opts.onEvent(ev)
+}

@@ -1,0 +1,389 @@
+package discovery
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/resolver"
+
+	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/registry"
+)
+
+func TestBuildRejectsBadTargets(t *testing.T) {
+	c := etcdtest.New(t)
+	b, err := NewBuilder(c.Client(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		u    url.URL
+		want string
+	}{
+		{url.URL{Scheme: Scheme, Host: "etcd1", Path: "/user"}, "authority"},
+		{url.URL{Scheme: Scheme, Path: "/user/v2"}, "contains '/'"},
+		{url.URL{Scheme: Scheme, Path: "/"}, "service name is empty"},
+	} {
+		r, err := b.Build(resolver.Target{URL: tc.u}, newFakeCC(), resolver.BuildOptions{})
+		if err == nil {
+			r.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Build(%s) = %v, want error containing %q", tc.u.String(), err, tc.want)
+		}
+	}
+	if _, err := NewBuilder(nil); err == nil {
+		t.Error("NewBuilder(nil) accepted")
+	}
+}
+
+func TestListsAndFollowsChangesWithMetadata(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(2), registry.Metadata{Version: "v2", Zone: "z2", Region: "r", Weight: 20, Labels: map[string]string{"shard": "2"}})
+	putInstance(t, cli, "user", addr(1), registry.Metadata{Version: "v1", Zone: "z1"})
+	putInstance(t, cli, "order", addr(9), registry.Metadata{}) // another service
+	b, _ := NewBuilder(cli)
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+
+	s := cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	in, ok := Instance(s.Endpoints[1])
+	if !ok || in.Service != "user" || in.ID != addr(2) || in.Metadata.Version != "v2" || in.Metadata.Zone != "z2" ||
+		in.Metadata.Weight != 20 || in.Metadata.Labels["shard"] != "2" || Weight(s.Endpoints[0]) != registry.DefaultWeight {
+		t.Errorf("metadata of %s: %+v", addr(2), in)
+	}
+
+	putInstance(t, cli, "user", addr(3), registry.Metadata{})
+	cc.waitAddrs(t, 5*time.Second, addr(1), addr(2), addr(3))
+	if _, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(1))); err != nil {
+		t.Fatal(err)
+	}
+	cc.waitAddrs(t, 5*time.Second, addr(2), addr(3))
+
+	// Draining leaves the list; if every instance drains, all are offered.
+	putInstance(t, cli, "user", addr(2), registry.Metadata{Status: registry.StatusDraining})
+	cc.waitAddrs(t, 5*time.Second, addr(3))
+	putInstance(t, cli, "user", addr(3), registry.Metadata{Status: registry.StatusDraining})
+	cc.waitAddrs(t, 5*time.Second, addr(2), addr(3))
+
+	// A PUT that changes nothing pushes nothing.
+	n := cc.updates()
+	putInstance(t, cli, "user", addr(3), registry.Metadata{Status: registry.StatusDraining})
+	putInstance(t, cli, "user", addr(4), registry.Metadata{}) // a real change, as a marker
+	cc.waitAddrs(t, 5*time.Second, addr(4))
+	if got := cc.updates() - n; got != 1 {
+		t.Errorf("%d pushes for one no-op PUT and one change, want 1", got)
+	}
+}
+
+// TestNoEventLostBetweenListAndWatch changes etcd after the list and before
+// the watch starts: the watch, from the list's revision + 1, sees it.
+func TestNoEventLostBetweenListAndWatch(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(1), registry.Metadata{})
+	putInstance(t, cli, "user", addr(2), registry.Metadata{})
+	first := true
+	hookAfterList = func() {
+		if !first {
+			return
+		}
+		first = false
+		putInstance(t, cli, "user", addr(3), registry.Metadata{})
+		if _, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(1))); err != nil {
+			t.Error(err)
+		}
+	}
+	b, _ := NewBuilder(cli)
+	cc := newFakeCC()
+	r := build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(2), addr(3))
+	r.Close()
+	hookAfterList = nil
+}
+
+// TestCompactionPastTheWatcher compacts etcd past the revision the watch
+// starts from: the resolver lists again and ends up right.
+func TestCompactionPastTheWatcher(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(1), registry.Metadata{})
+	putInstance(t, cli, "user", addr(2), registry.Metadata{})
+	first := true
+	hookAfterList = func() {
+		if !first {
+			return
+		}
+		first = false
+		putInstance(t, cli, "user", addr(3), registry.Metadata{})
+		resp, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(2)))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		if _, err := cli.Compact(ctxT(t, 5*time.Second), resp.Header.Revision, clientv3.WithCompactPhysical()); err != nil {
+			t.Error(err)
+		}
+	}
+	var events []Event
+	b, _ := NewBuilder(cli, WithEventHandler(func(ev Event) { events = append(events, ev) }))
+	cc := newFakeCC()
+	r := build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1), addr(3))
+	r.Close()
+	hookAfterList = nil
+	listed := 0
+	for _, ev := range events {
+		if ev.Kind == EventListed {
+			listed++
+		}
+	}
+	if listed != 2 {
+		t.Errorf("%d lists, want 2 (the first, and one after the compaction): %v", listed, events)
+	}
+}
+
+func TestMalformedValuesAreSkipped(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	ctx := ctxT(t, 10*time.Second)
+	putInstance(t, cli, "user", addr(1), registry.Metadata{})
+	bad := map[string]string{
+		"/services/user/a":     "{not json",
+		"/services/user/b":     `{"Metadata":{}}`,
+		"/services/user/c":     `{"Addr":"no-port"}`,
+		"/services/user/d":     `{"Addr":"127.0.0.1:1","Metadata":{"weight":"heavy"}}`,
+		"/services/user/e/f":   `{"Addr":"127.0.0.1:2"}`,
+		"/services/user/" + "g": `{"Addr":"127.0.0.1:30002","Metadata":"foreign metadata"}`,
+	}
+	for k, v := range bad {
+		if _, err := cli.Put(ctx, k, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	skipped := make(chan string, 16)
+	b, _ := NewBuilder(cli, WithEventHandler(func(ev Event) {
+		if ev.Kind == EventSkipped {
+			skipped <- ev.Key + ": " + ev.Err.Error()
+		}
+	}))
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	// g has foreign metadata but a good address: it is kept, with defaults.
+	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	if len(skipped) != 5 {
+		t.Errorf("%d skipped, want 5", len(skipped))
+	}
+	for range len(skipped) {
+		t.Logf("skipped %s", <-skipped)
+	}
+	// A good instance overwritten with garbage leaves the list.
+	if _, err := cli.Put(ctx, registry.Key(registry.DefaultPrefix, "user", addr(1)), "garbage"); err != nil {
+		t.Fatal(err)
+	}
+	cc.waitAddrs(t, 5*time.Second, addr(2))
+}
+
+// TestFiveThousandInstances: the first list is complete, and one change
+// afterwards reaches grpc as one update.
+func TestFiveThousandInstances(t *testing.T) {
+	const n = 5000
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	ctx := ctxT(t, 60*time.Second)
+	want := make([]string, 0, n+1)
+	for start := 0; start < n; start += 100 {
+		var ops []clientv3.Op
+		for i := start; i < start+100; i++ {
+			v, _ := registry.Encode(addr(i), registry.Metadata{Weight: 100, Status: registry.StatusServing, Zone: fmt.Sprintf("z%d", i%3)})
+			ops = append(ops, clientv3.OpPut(registry.Key(registry.DefaultPrefix, "user", addr(i)), string(v)))
+			want = append(want, addr(i))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := NewBuilder(cli)
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	cc.waitAddrs(t, 30*time.Second, want...)
+	before := cc.updates()
+	putInstance(t, cli, "user", addr(n), registry.Metadata{})
+	cc.waitAddrs(t, 10*time.Second, append(want, addr(n))...)
+	if got := cc.updates() - before; got != 1 {
+		t.Errorf("one change reached grpc as %d updates, want 1", got)
+	}
+}
+
+// TestBurstIsCoalesced: changes committed together reach grpc together.
+func TestBurstIsCoalesced(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(0), registry.Metadata{})
+	b, _ := NewBuilder(cli)
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(0))
+	before := cc.updates()
+	var ops []clientv3.Op
+	want := []string{addr(0)}
+	for i := 1; i <= 50; i++ {
+		v, _ := registry.Encode(addr(i), registry.Metadata{Weight: 1, Status: registry.StatusServing})
+		ops = append(ops, clientv3.OpPut(registry.Key(registry.DefaultPrefix, "user", addr(i)), string(v)))
+		want = append(want, addr(i))
+	}
+	if _, err := cli.Txn(ctxT(t, 5*time.Second)).Then(ops...).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	cc.waitAddrs(t, 10*time.Second, want...)
+	if got := cc.updates() - before; got != 1 {
+		t.Errorf("50 changes in one transaction reached grpc as %d updates, want 1", got)
+	}
+}
+
+// TestStartsWhileEtcdIsDown: Build returns at once; the error reaches grpc;
+// the list arrives when etcd does.
+func TestStartsWhileEtcdIsDown(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(1), registry.Metadata{})
+	c.Member(0).Stop(t)
+	b, _ := NewBuilder(cli, WithRequestTimeout(300*time.Millisecond))
+	cc := newFakeCC()
+	start := time.Now()
+	build(t, b, "user", cc)
+	if d := time.Since(start); d > 100*time.Millisecond {
+		t.Errorf("Build blocked %s while etcd was down", d)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		cc.mu.Lock()
+		got := hasErr(cc.errs, "list /services/user/ from etcd")
+		cc.mu.Unlock()
+		if got {
+			break
+		}
+		select {
+		case <-cc.signal:
+		case <-deadline:
+			t.Fatal("no error reported while etcd was down")
+		}
+	}
+	if _, ok := cc.last(); ok {
+		t.Fatal("a state was pushed while etcd was down")
+	}
+	c.Member(0).Restart(t)
+	cc.waitAddrs(t, 10*time.Second, addr(1))
+}
+
+// TestSnapshotServesWhenEtcdIsDownAtStart: a resolver saves its list; a new
+// one, started while etcd is down, serves it, then switches to live data.
+func TestSnapshotServesWhenEtcdIsDownAtStart(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	dir := t.TempDir()
+	putInstance(t, cli, "user", addr(1), registry.Metadata{Zone: "z1"})
+	putInstance(t, cli, "user", addr(2), registry.Metadata{})
+	b, _ := NewBuilder(cli, WithSnapshotDir(dir), WithRequestTimeout(300*time.Millisecond))
+	cc := newFakeCC()
+	r := build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	r.Close() // flushes the snapshot
+	data, err := os.ReadFile(filepath.Join(dir, "user.json"))
+	if err != nil || !strings.Contains(string(data), addr(1)) {
+		t.Fatalf("snapshot: %s, %v", data, err)
+	}
+
+	c.Member(0).Stop(t)
+	var stale []Event
+	b2, _ := NewBuilder(cli, WithSnapshotDir(dir), WithRequestTimeout(300*time.Millisecond),
+		WithEventHandler(func(ev Event) {
+			if ev.Kind == EventStale {
+				stale = append(stale, ev)
+			}
+		}))
+	cc2 := newFakeCC()
+	r2 := build(t, b2, "user", cc2)
+	s := cc2.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	if Zone(s.Endpoints[0]) != "z1" {
+		t.Errorf("metadata lost through the snapshot: %v", s.Endpoints[0])
+	}
+	// Live data differs from the snapshot: once etcd answers, it wins.
+	c.Member(0).Restart(t)
+	putInstance(t, cli, "user", addr(3), registry.Metadata{})
+	cc2.waitAddrs(t, 10*time.Second, addr(1), addr(2), addr(3))
+	r2.Close()
+	if len(stale) != 1 || !strings.Contains(stale[0].Err.Error(), "serving 2 instances from") {
+		t.Errorf("stale events: %v", stale)
+	}
+}
+
+// TestEtcdWipedKeepsInstancesForGrace: etcd comes back empty; the resolver
+// keeps what it knew until the registrars put it back, and never pushes an
+// empty list.
+func TestEtcdWipedKeepsInstancesForGrace(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(1), registry.Metadata{})
+	putInstance(t, cli, "user", addr(2), registry.Metadata{})
+	resets := make(chan Event, 4)
+	b, _ := NewBuilder(cli, WithResetGrace(3*time.Second), WithEventHandler(func(ev Event) {
+		if ev.Kind == EventReset {
+			resets <- ev
+		}
+	}))
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	c.Member(0).RestartWiped(t)
+	select {
+	case ev := <-resets:
+		t.Logf("%v", ev)
+	case <-time.After(15 * time.Second):
+		t.Fatal("no reset event after etcd was wiped")
+	}
+	putInstance(t, cli, "user", addr(2), registry.Metadata{}) // re-registered; addr(1) is not
+	cc.waitAddrs(t, 10*time.Second, addr(2))
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for i, s := range cc.states {
+		if len(s.Endpoints) == 0 {
+			t.Errorf("state %d is empty", i)
+		}
+	}
+}
+
+// TestLeaderKilledWatchResumes: in a 3-member cluster, the leader is
+// killed and changes are made during and after the election; the list ends
+// up exactly as etcd has it.
+func TestLeaderKilledWatchResumes(t *testing.T) {
+	c := etcdtest.New(t, etcdtest.Members(3))
+	cli := newClient(t, c.Endpoints())
+	writer := c.Client(t)
+	putInstance(t, writer, "user", addr(1), registry.Metadata{})
+	putInstance(t, writer, "user", addr(2), registry.Metadata{})
+	b, _ := NewBuilder(cli)
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+
+	c.StopLeader(t)
+	// Changes during the election, retried until a leader takes them.
+	retry(t, func() error { return tryPut(writer, "user", addr(3), registry.Metadata{}) })
+	retry(t, func() error {
+		_, err := writer.Delete(ctxT(t, 2*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(1)))
+		return err
+	})
+	retry(t, func() error { return tryPut(writer, "user", addr(4), registry.Metadata{Zone: "after"}) })
+	s := cc.waitAddrs(t, 15*time.Second, addr(2), addr(3), addr(4))
+	if Zone(s.Endpoints[2]) != "after" {
+		t.Errorf("metadata of the last change: %v", s.Endpoints[2])
+	}
+}

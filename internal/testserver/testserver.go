@@ -1,0 +1,92 @@
+// Package testserver runs real gRPC servers on 127.0.0.1 for tests: each
+// answers grpc.health.v1 Check, counts the calls it serves, and can be told
+// to fail them.
+package testserver
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+)
+
+// Server is one running gRPC server.
+type Server struct {
+	Addr  string
+	calls atomic.Int64
+	fail  atomic.Pointer[status.Status]
+
+	healthpb.UnimplementedHealthServer
+	srv      *grpc.Server
+	stopOnce sync.Once
+	done     chan struct{}
+}
+
+// Start starts a server on a free 127.0.0.1 port; it is stopped at cleanup.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{Addr: lis.Addr().String(), srv: grpc.NewServer(), done: make(chan struct{})}
+	healthpb.RegisterHealthServer(s.srv, s)
+	go func() {
+		defer close(s.done)
+		s.srv.Serve(lis)
+	}()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// StartN starts n servers.
+func StartN(t testing.TB, n int) []*Server {
+	out := make([]*Server, n)
+	for i := range out {
+		out[i] = Start(t)
+	}
+	return out
+}
+
+// Check answers SERVING, or the status set with FailWith, and counts the
+// call.
+func (s *Server) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+	s.calls.Add(1)
+	if st := s.fail.Load(); st != nil {
+		return nil, st.Err()
+	}
+	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+// Calls returns how many calls the server has served.
+func (s *Server) Calls() int64 { return s.calls.Load() }
+
+// FailWith makes every later call fail with code c; codes.OK serves again.
+func (s *Server) FailWith(c codes.Code) {
+	if c == codes.OK {
+		s.fail.Store(nil)
+		return
+	}
+	s.fail.Store(status.New(c, "testserver: told to fail"))
+}
+
+// Stop stops the server abruptly (connections closed, calls in flight
+// fail). It is safe to call more than once.
+func (s *Server) Stop() {
+	s.stopOnce.Do(func() {
+		s.srv.Stop()
+		<-s.done
+	})
+}
+
+// Call makes one Check call on conn.
+func Call(ctx context.Context, conn grpc.ClientConnInterface) error {
+	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+	return err
+}
