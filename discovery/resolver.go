@@ -75,8 +75,8 @@ func newResolver(b *Builder, service string, cc resolver.ClientConn) *etcdResolv
 
 		reconnected: make(chan struct{}, 1),
 		connDone:    make(chan struct{}),
-		entries: make(map[string]*entry),
-		strs:    make(map[string]string),
+		entries:     make(map[string]*entry),
+		strs:        make(map[string]string),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()

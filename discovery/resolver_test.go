@@ -156,11 +156,11 @@ func TestMalformedValuesAreSkipped(t *testing.T) {
 	ctx := ctxT(t, 10*time.Second)
 	putInstance(t, cli, "user", addr(1), registry.Metadata{})
 	bad := map[string]string{
-		"/services/user/a":     "{not json",
-		"/services/user/b":     `{"Metadata":{}}`,
-		"/services/user/c":     `{"Addr":"no-port"}`,
-		"/services/user/d":     `{"Addr":"127.0.0.1:1","Metadata":{"weight":"heavy"}}`,
-		"/services/user/e/f":   `{"Addr":"127.0.0.1:2"}`,
+		"/services/user/a":      "{not json",
+		"/services/user/b":      `{"Metadata":{}}`,
+		"/services/user/c":      `{"Addr":"no-port"}`,
+		"/services/user/d":      `{"Addr":"127.0.0.1:1","Metadata":{"weight":"heavy"}}`,
+		"/services/user/e/f":    `{"Addr":"127.0.0.1:2"}`,
 		"/services/user/" + "g": `{"Addr":"127.0.0.1:30002","Metadata":"foreign metadata"}`,
 	}
 	for k, v := range bad {
