@@ -10,9 +10,10 @@
 //     with wiped data, a revoke.
 //   - etcdclient: an etcd client set to reconnect within about a second
 //     after an outage, which is what makes quick re-registration possible.
-//   - discovery (planned): a gRPC resolver for lodestar:///<service> that
-//     lists at a revision, watches from the next, re-lists on compaction and
-//     keeps the last known list while etcd is away.
+//   - discovery: a gRPC resolver for lodestar:///<service> that lists at a
+//     revision, watches from the next, re-lists on compaction, keeps the
+//     last known list while etcd is away (and across an etcd that lost its
+//     data), and attaches each instance's metadata to its endpoint.
 //   - lb, resilience, rules, security (planned): balancers that read the
 //     instances' metadata, retries, breakers, flow control, dynamic rules,
 //     TLS.

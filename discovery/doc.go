@@ -1,0 +1,45 @@
+// Package discovery is a gRPC resolver that turns "lodestar:///<service>"
+// into the live set of instances registered in etcd by package registry
+// (or by etcd's own endpoints.Manager).
+//
+//	cli, _ := etcdclient.New(etcdclient.Config{Endpoints: endpoints})
+//	b, _ := discovery.NewBuilder(cli)
+//	conn, _ := grpc.NewClient("lodestar:///user",
+//		grpc.WithResolvers(b),
+//		grpc.WithTransportCredentials(insecure.NewCredentials()),
+//		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+//
+// # What it guarantees
+//
+// It reads the service's keys at one revision with a linearizable Get, then
+// watches from the next revision, so no change between the two is lost; it
+// applies changes in revision order and pushes a list to grpc only when an
+// instance really changed, with bursts coalesced into one update. Work per
+// change is proportional to the change: the list is a map plus a sorted
+// slice updated in place, and addresses are pushed in sorted order.
+//
+// While etcd is unreachable the last list stays in force: the resolver
+// never pushes an empty list because etcd is away. Only an instance whose
+// key is deleted, or whose lease expires, leaves the list. A broken watch
+// (leader lost, connection lost) is resumed; history lost to compaction is
+// re-read. An etcd that comes back without its data (restored from
+// nothing, or a new cluster) is detected by its cluster id and revision,
+// and the instances it forgot are kept for a grace period
+// (WithResetGrace) while their registrars put them back. Errors go to
+// grpc's ReportError, where the last good list, if any, stays in force.
+//
+// Build returns at once even if etcd is down. With WithSnapshotDir, the
+// last good list is saved to a file, and a client that starts while etcd
+// is unreachable serves from it (logged as stale) until etcd answers.
+//
+// A value that does not parse is skipped with a logged reason (and an
+// EventSkipped); the other instances are unaffected.
+//
+// # Metadata for balancers
+//
+// Each endpoint carries the instance it came from (Instance, Weight, Zone,
+// Region, Version): version, region, zone, weight, status and labels, so
+// balancers can route by them. Draining instances are not offered for new
+// calls, unless every instance is draining, in which case all are offered
+// rather than none.
+package discovery
