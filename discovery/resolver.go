@@ -6,8 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
@@ -40,14 +42,15 @@ type etcdResolver struct {
 	connDone    chan struct{}
 
 	// ---- owned by run ----
-	entries   map[string]*entry // by etcd key
-	sorted    []*entry          // by address, then key: the order pushed to grpc
-	rev       int64             // revision the list is at
-	cluster   uint64            // etcd cluster id the list came from; 0 before the first list
-	pushed    bool              // grpc has a list from us
-	stale     int               // entries kept across an etcd reset, not seen since
-	grace     *time.Timer       // ends the reset grace period; nil when none
-	strs      map[string]string // interned metadata strings
+	entries   map[string]*entry            // by etcd key
+	sorted    []*entry                     // by address, then key: the order pushed to grpc
+	rev       int64                        // revision the list is at
+	cluster   uint64                       // etcd cluster id the list came from; 0 before the first list
+	pushed    bool                         // grpc has a list from us
+	stale     int                          // entries kept across an etcd reset, not seen since
+	grace     *time.Timer                  // ends the reset grace period; nil when none
+	strs      map[string]string            // interned metadata strings
+	labelSets map[string]map[string]string // interned label maps, by content
 	snapDirty bool
 	snapTimer *time.Timer
 	lastTry   time.Time
@@ -77,6 +80,7 @@ func newResolver(b *Builder, service string, cc resolver.ClientConn) *etcdResolv
 		connDone:    make(chan struct{}),
 		entries:     make(map[string]*entry),
 		strs:        make(map[string]string),
+		labelSets:   make(map[string]map[string]string),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
 	go r.run()
@@ -453,13 +457,33 @@ func (r *etcdResolver) decode(key string, value []byte) (registry.Instance, erro
 	md.Version, md.Region, md.Zone = r.intern(md.Version), r.intern(md.Region), r.intern(md.Zone)
 	md.Status = registry.Status(r.intern(string(md.Status)))
 	if len(md.Labels) > 0 {
-		labels := make(map[string]string, len(md.Labels))
-		for k, v := range md.Labels {
-			labels[r.intern(k)] = r.intern(v)
-		}
-		md.Labels = labels
+		md.Labels = r.internLabels(md.Labels)
 	}
 	return registry.Instance{Service: r.service, ID: id, Addr: addr, Metadata: md}, nil
+}
+
+// internLabels returns one shared map per distinct label set: instances of
+// a fleet mostly carry the same few sets, and a map costs hundreds of bytes.
+// The maps are never modified (Instance documents them as read-only).
+func (r *etcdResolver) internLabels(labels map[string]string) map[string]string {
+	keys := slices.Sorted(maps.Keys(labels))
+	var b strings.Builder
+	for _, k := range keys {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	id := b.String()
+	if m, ok := r.labelSets[id]; ok {
+		return m
+	}
+	m := make(map[string]string, len(labels))
+	for k, v := range labels {
+		m[r.intern(k)] = r.intern(v)
+	}
+	r.labelSets[id] = m
+	return m
 }
 
 func (r *etcdResolver) intern(s string) string {

@@ -188,22 +188,22 @@ func Encode(addr string, md Metadata) ([]byte, error) {
 // DefaultWeight, status serving. Known metadata fields of the wrong type,
 // an empty address, or a value that is not JSON are errors.
 func Decode(value []byte) (addr string, md Metadata, err error) {
-	var w wireValue
+	var w decodeValue
 	if err := json.Unmarshal(value, &w); err != nil {
+		var me *metadataError
+		if errors.As(err, &me) {
+			return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", w.Addr, me.err)
+		}
 		return "", Metadata{}, fmt.Errorf("registry: value is not an endpoint JSON object: %w", err)
 	}
 	if w.Addr == "" {
 		return "", Metadata{}, errors.New(`registry: value has no "Addr"`)
 	}
 	md = Metadata{Weight: DefaultWeight, Status: StatusServing}
-	raw := strings.TrimSpace(string(w.Metadata))
-	if !strings.HasPrefix(raw, "{") {
+	if !w.Metadata.present {
 		return w.Addr, md, nil
 	}
-	var wm wireMeta
-	if err := json.Unmarshal(w.Metadata, &wm); err != nil {
-		return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", w.Addr, err)
-	}
+	wm := &w.Metadata.wireMeta
 	md.Version, md.Region, md.Zone, md.Labels = wm.Version, wm.Region, wm.Zone, wm.Labels
 	if wm.Weight != nil {
 		md.Weight = *wm.Weight
@@ -215,4 +215,31 @@ func Decode(value []byte) (addr string, md Metadata, err error) {
 		return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", w.Addr, err)
 	}
 	return w.Addr, md, nil
+}
+
+// decodeValue reads a value in one pass: Metadata that is not an object
+// is ignored rather than copied and parsed again.
+type decodeValue struct {
+	Addr     string      `json:"Addr"`
+	Metadata lenientMeta `json:"Metadata"`
+}
+
+type lenientMeta struct {
+	wireMeta
+	present bool
+}
+
+type metadataError struct{ err error }
+
+func (e *metadataError) Error() string { return e.err.Error() }
+
+func (m *lenientMeta) UnmarshalJSON(b []byte) error {
+	if len(b) == 0 || b[0] != '{' {
+		return nil // null, a string, a number: another writer's metadata
+	}
+	m.present = true
+	if err := json.Unmarshal(b, &m.wireMeta); err != nil {
+		return &metadataError{err}
+	}
+	return nil
 }

@@ -129,3 +129,14 @@ func TestParseKey(t *testing.T) {
 		t.Errorf("Key = %q", Key("/services/", "user", "a"))
 	}
 }
+
+func BenchmarkDecode(b *testing.B) {
+	v, _ := Encode("10.0.0.5:8080", Metadata{Version: "v1.4.2", Region: "eu", Zone: "eu-1a", Weight: 100,
+		Status: StatusServing, Labels: map[string]string{"track": "stable", "pool": "general"}})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := Decode(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
