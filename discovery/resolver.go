@@ -57,10 +57,11 @@ type etcdResolver struct {
 }
 
 type entry struct {
-	key   string
-	ep    resolver.Endpoint
-	attr  *instanceAttr
-	stale bool // kept from before an etcd reset; not seen since
+	ep       resolver.Endpoint // first: push reads little else
+	draining bool
+	stale    bool // kept from before an etcd reset; not seen since
+	attr     *instanceAttr
+	key      string
 }
 
 // hookAfterList, when set by a test, runs after each list and before the
@@ -376,9 +377,10 @@ func (r *etcdResolver) put(key string, value []byte) bool {
 		} else {
 			e.attr, e.ep = attr, endpointOf(attr)
 		}
+		e.draining = inst.Metadata.Status == registry.StatusDraining
 		return true
 	}
-	e := &entry{key: key, attr: attr, ep: endpointOf(attr)}
+	e := &entry{key: key, attr: attr, ep: endpointOf(attr), draining: inst.Metadata.Status == registry.StatusDraining}
 	r.entries[key] = e
 	r.insort(e)
 	return true
@@ -505,11 +507,11 @@ func (r *etcdResolver) push() {
 	eps := make([]resolver.Endpoint, 0, len(r.sorted))
 	draining := 0
 	for _, e := range r.sorted {
-		if keep != nil && !keep(e.attr.inst) {
+		if e.draining {
+			draining++
 			continue
 		}
-		if e.attr.inst.Metadata.Status == registry.StatusDraining {
-			draining++
+		if keep != nil && !keep(e.attr.inst) {
 			continue
 		}
 		eps = append(eps, e.ep)
