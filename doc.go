@@ -1,6 +1,20 @@
 // Package lodestar lets gRPC services register themselves in etcd and find,
 // balance over and survive each other.
 //
+// The short path: a server in three lines, a client in one.
+//
+//	s, _ := lodestar.NewServer("user", lodestar.WithEtcdEndpoints("http://127.0.0.1:2379"))
+//	userpb.RegisterUserServiceServer(s, &users{})
+//	s.ServeUntilSignal() // listens, registers, serves health; drains and deregisters on SIGTERM
+//
+//	conn, _ := lodestar.Dial(ctx, "user", lodestar.WithEtcdEndpoints("http://127.0.0.1:2379"))
+//	defer conn.Close()
+//	user, err := userpb.NewUserServiceClient(conn).GetUser(ctx, req)
+//
+// Dial balances over every instance, checks their health, and retries
+// idempotent methods (idempotency_level in the proto, or WithIdempotent)
+// on another instance when one dies mid-call.
+//
 // The pieces, from server to client:
 //
 //   - registry: a server process registers its instances under one etcd

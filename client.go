@@ -1,0 +1,196 @@
+package lodestar
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials/insecure"
+	_ "google.golang.org/grpc/health" // client-side health checking
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/lodestar-rpc/lodestar/discovery"
+	"github.com/lodestar-rpc/lodestar/etcdclient"
+	"github.com/lodestar-rpc/lodestar/registry"
+)
+
+// Conn is a client connection to every instance of one service. It is a
+// *grpc.ClientConn (generated NewXClient functions take it) whose Close
+// also closes the etcd client Dial created.
+type Conn struct {
+	*grpc.ClientConn
+	cli  *clientv3.Client
+	owns bool
+}
+
+// Close closes the connection and, if Dial created it, the etcd client.
+func (c *Conn) Close() error {
+	err := c.ClientConn.Close()
+	if c.owns {
+		c.cli.Close()
+	}
+	return err
+}
+
+// Dial returns a connection to the service name, found through etcd
+// ("lodestar:///<name>"), with defaults for production:
+//
+//   - round_robin over the instances (WithBalancer for another policy);
+//   - grpc client-side health checking: an instance NOT_SERVING gets no
+//     calls;
+//   - keepalive pings every 30 s, so a dead instance is noticed;
+//   - methods declared idempotent (in their proto, or WithIdempotent) are
+//     retried on another instance when they fail with UNAVAILABLE, up to 3
+//     attempts, within the caller's deadline.
+//
+// It does not wait for an instance unless WithWaitForReady is given, in
+// which case ctx bounds the wait. Plaintext by default; pass transport
+// credentials with WithDialOptions.
+func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
+	if err := registry.ValidateService(name); err != nil {
+		return nil, err
+	}
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if cfg.maxAttempts < 2 || cfg.maxAttempts > 5 {
+		return nil, fmt.Errorf("lodestar: max attempts %d: want 2-5", cfg.maxAttempts)
+	}
+	sc, err := serviceConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{cli: cfg.cli}
+	if c.cli == nil {
+		cli, err := etcdclient.New(cfg.etcd)
+		if err != nil {
+			return nil, err
+		}
+		c.cli, c.owns = cli, true
+	}
+	b, err := discovery.NewBuilder(c.cli, discovery.WithPrefix(cfg.prefix), discovery.WithLogger(cfg.logger))
+	if err != nil {
+		c.closeClient()
+		return nil, err
+	}
+	dopts := append([]grpc.DialOption{
+		grpc.WithResolvers(b),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultServiceConfig(sc),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	}, cfg.dialOpts...)
+	c.ClientConn, err = grpc.NewClient(discovery.Target(name), dopts...)
+	if err != nil {
+		c.closeClient()
+		return nil, fmt.Errorf("lodestar: dial %s: %w", name, err)
+	}
+	if cfg.waitForReady {
+		c.Connect()
+		for s := c.GetState(); s != connectivity.Ready; s = c.GetState() {
+			if !c.WaitForStateChange(ctx, s) {
+				c.Close()
+				return nil, fmt.Errorf("lodestar: no ready instance of %s: %w", name, ctx.Err())
+			}
+		}
+	}
+	return c, nil
+}
+
+func (c *Conn) closeClient() {
+	if c.owns {
+		c.cli.Close()
+	}
+}
+
+type methodName struct {
+	Service string `json:"service"`
+	Method  string `json:"method,omitempty"`
+}
+
+// serviceConfig builds the default service config: the balancer, health
+// checking, and a retry policy for the idempotent methods.
+func serviceConfig(cfg config) (string, error) {
+	sc := map[string]any{
+		"loadBalancingConfig": []any{map[string]any{cfg.balancer: map[string]any{}}},
+	}
+	if cfg.healthCheck {
+		sc["healthCheckConfig"] = map[string]any{"serviceName": ""}
+	}
+	names, err := idempotentMethods(cfg)
+	if err != nil {
+		return "", err
+	}
+	if len(names) > 0 {
+		sc["methodConfig"] = []any{map[string]any{
+			"name": names,
+			"retryPolicy": map[string]any{
+				"maxAttempts":          cfg.maxAttempts,
+				"initialBackoff":       "0.01s",
+				"maxBackoff":           "0.2s",
+				"backoffMultiplier":    2,
+				"retryableStatusCodes": []string{"UNAVAILABLE"},
+			},
+		}}
+		// Retries stop when more than about half of recent calls fail, so
+		// a dead service is not hammered.
+		sc["retryThrottling"] = map[string]any{"maxTokens": 100, "tokenRatio": 0.2}
+	}
+	b, err := json.Marshal(sc)
+	return string(b), err
+}
+
+// idempotentMethods lists the methods to retry: those named with
+// WithIdempotent and, unless turned off, those whose proto options say
+// NO_SIDE_EFFECTS or IDEMPOTENT.
+func idempotentMethods(cfg config) ([]methodName, error) {
+	seen := map[methodName]bool{}
+	var out []methodName
+	add := func(n methodName) {
+		if !seen[n] {
+			seen[n] = true
+			out = append(out, n)
+		}
+	}
+	for _, m := range cfg.idempotent {
+		svc, method, ok := strings.Cut(strings.TrimPrefix(m, "/"), "/")
+		if !ok || svc == "" || strings.Contains(method, "/") {
+			return nil, fmt.Errorf("lodestar: idempotent method %q: want \"package.Service/Method\" or \"package.Service/\"", m)
+		}
+		add(methodName{Service: svc, Method: method})
+	}
+	if cfg.autoIdem {
+		protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+			svcs := fd.Services()
+			for i := range svcs.Len() {
+				sd := svcs.Get(i)
+				ms := sd.Methods()
+				for j := range ms.Len() {
+					md := ms.Get(j)
+					o, ok := md.Options().(*descriptorpb.MethodOptions)
+					if !ok || o == nil {
+						continue
+					}
+					switch o.GetIdempotencyLevel() {
+					case descriptorpb.MethodOptions_NO_SIDE_EFFECTS, descriptorpb.MethodOptions_IDEMPOTENT:
+						add(methodName{Service: string(sd.FullName()), Method: string(md.Name())})
+					}
+				}
+			}
+			return true
+		})
+	}
+	slices.SortFunc(out, func(a, b methodName) int {
+		return strings.Compare(a.Service+"/"+a.Method, b.Service+"/"+b.Method)
+	})
+	return out, nil
+}

@@ -1,0 +1,186 @@
+package lodestar
+
+import (
+	"log/slog"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc"
+
+	"github.com/lodestar-rpc/lodestar/etcdclient"
+	"github.com/lodestar-rpc/lodestar/registry"
+)
+
+// Option configures NewServer and Dial. Options that only one of them uses
+// are ignored by the other.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	etcd      etcdclient.Config
+	cli       *clientv3.Client
+	prefix    string
+	logger    *slog.Logger
+	ttl       time.Duration
+	metadata  registry.Metadata
+	id        string
+	listen    string
+	advertise string
+
+	drainQuiet   time.Duration
+	drainMax     time.Duration
+	stopTimeout  time.Duration
+	serverOpts   []grpc.ServerOption
+	dialOpts     []grpc.DialOption
+	balancer     string
+	idempotent   []string
+	autoIdem     bool
+	maxAttempts  int
+	healthCheck  bool
+	waitForReady bool
+}
+
+func defaultConfig() config {
+	return config{
+		prefix:      registry.DefaultPrefix,
+		logger:      slog.New(slog.DiscardHandler),
+		ttl:         registry.DefaultTTL,
+		listen:      "127.0.0.1:0",
+		drainQuiet:  200 * time.Millisecond,
+		drainMax:    5 * time.Second,
+		stopTimeout: 10 * time.Second,
+		balancer:    "round_robin",
+		autoIdem:    true,
+		maxAttempts: 3,
+		healthCheck: true,
+	}
+}
+
+// WithEtcdEndpoints sets the etcd client URLs (default
+// etcdclient.DefaultEndpoint). lodestar creates the client and closes it
+// with the server or connection.
+func WithEtcdEndpoints(endpoints ...string) Option {
+	return optionFunc(func(c *config) { c.etcd.Endpoints = endpoints })
+}
+
+// WithEtcdConfig sets the whole etcd client configuration (TLS, auth,
+// timeouts).
+func WithEtcdConfig(cfg etcdclient.Config) Option {
+	return optionFunc(func(c *config) { c.etcd = cfg })
+}
+
+// WithEtcdClient uses cli, which the caller keeps and closes after the
+// server or connection.
+func WithEtcdClient(cli *clientv3.Client) Option {
+	return optionFunc(func(c *config) { c.cli = cli })
+}
+
+// WithPrefix sets the etcd key prefix (default registry.DefaultPrefix).
+func WithPrefix(prefix string) Option {
+	return optionFunc(func(c *config) { c.prefix = prefix })
+}
+
+// WithLogger sets the logger (default: discard).
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) {
+		if l != nil {
+			c.logger = l
+		}
+	})
+}
+
+// WithTTL sets the registration lease TTL (server; default 10 s).
+func WithTTL(ttl time.Duration) Option {
+	return optionFunc(func(c *config) { c.ttl = ttl })
+}
+
+// WithMetadata sets the instance's metadata: version, region, zone,
+// weight, labels (server).
+func WithMetadata(md registry.Metadata) Option {
+	return optionFunc(func(c *config) { c.metadata = md })
+}
+
+// WithInstanceID sets the instance id (server; default: the advertised
+// address).
+func WithInstanceID(id string) Option {
+	return optionFunc(func(c *config) { c.id = id })
+}
+
+// WithListenAddress sets where the server listens (default
+// "127.0.0.1:0", a free loopback port). To serve other machines, listen on
+// a routable address, or on "0.0.0.0:port" together with
+// WithAdvertiseAddress.
+func WithListenAddress(addr string) Option {
+	return optionFunc(func(c *config) { c.listen = addr })
+}
+
+// WithAdvertiseAddress sets the address registered in etcd, the one
+// clients dial (server; default: the listening address).
+func WithAdvertiseAddress(addr string) Option {
+	return optionFunc(func(c *config) { c.advertise = addr })
+}
+
+// WithDrain sets how shutdown waits for clients to stop sending new calls
+// after the instance is marked draining: until no new call has started for
+// quiet, and at most max (server; defaults 200 ms and 5 s).
+func WithDrain(quiet, max time.Duration) Option {
+	return optionFunc(func(c *config) { c.drainQuiet, c.drainMax = quiet, max })
+}
+
+// WithStopTimeout bounds how long shutdown lets calls in flight finish
+// before closing connections (server; default 10 s).
+func WithStopTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.stopTimeout = d })
+}
+
+// WithServerOptions adds grpc server options (server).
+func WithServerOptions(opts ...grpc.ServerOption) Option {
+	return optionFunc(func(c *config) { c.serverOpts = append(c.serverOpts, opts...) })
+}
+
+// WithDialOptions adds grpc dial options (client).
+func WithDialOptions(opts ...grpc.DialOption) Option {
+	return optionFunc(func(c *config) { c.dialOpts = append(c.dialOpts, opts...) })
+}
+
+// WithBalancer sets the load-balancing policy by its registered name
+// (client; default "round_robin").
+func WithBalancer(name string) Option {
+	return optionFunc(func(c *config) { c.balancer = name })
+}
+
+// WithIdempotent declares methods ("package.Service/Method", or
+// "package.Service/" for all of a service's methods) safe to retry on
+// another instance when they fail with UNAVAILABLE (client). Methods whose
+// proto declares idempotency_level NO_SIDE_EFFECTS or IDEMPOTENT are
+// retried without being named here.
+func WithIdempotent(methods ...string) Option {
+	return optionFunc(func(c *config) { c.idempotent = append(c.idempotent, methods...) })
+}
+
+// WithoutProtoIdempotency stops Dial from reading idempotency_level from
+// the proto descriptors linked into the program (client).
+func WithoutProtoIdempotency() Option {
+	return optionFunc(func(c *config) { c.autoIdem = false })
+}
+
+// WithMaxAttempts sets how many times an idempotent call is tried in all,
+// 2-5 (client; default 3).
+func WithMaxAttempts(n int) Option {
+	return optionFunc(func(c *config) { c.maxAttempts = n })
+}
+
+// WithoutHealthCheck turns off grpc's client-side health checking (client;
+// on by default: an instance whose health is NOT_SERVING gets no calls).
+func WithoutHealthCheck() Option {
+	return optionFunc(func(c *config) { c.healthCheck = false })
+}
+
+// WithWaitForReady makes Dial wait, bounded by its context, until a
+// connection to an instance is ready (client).
+func WithWaitForReady() Option {
+	return optionFunc(func(c *config) { c.waitForReady = true })
+}
