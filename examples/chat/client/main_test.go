@@ -1,0 +1,31 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/lodestar-rpc/lodestar"
+	"github.com/lodestar-rpc/lodestar/examples/chat/chatsvc"
+	"github.com/lodestar-rpc/lodestar/examples/internal/exampletest"
+	"github.com/lodestar-rpc/lodestar/examples/proto/chatpb"
+	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestClientCallsTheService(t *testing.T) {
+	c := etcdtest.New(t)
+	exampletest.Serve(t, c.Endpoints(), "chat", func(s *lodestar.Server) { chatpb.RegisterChatServiceServer(s, chatsvc.New(s.Addr)) })
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"--etcd", strings.Join(c.Endpoints(), ",")}, &out); err != nil {
+		t.Fatalf("client: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "upload: 5 messages received by") {
+		t.Errorf("client output:\n%s", out.String())
+	}
+	t.Log(out.String())
+}

@@ -1,0 +1,65 @@
+// Package exampletest starts example servers for the examples' tests.
+package exampletest
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/lodestar-rpc/lodestar"
+)
+
+// Serve starts a lodestar server for service on etcd endpoints, with
+// register adding its implementation, and stops it gracefully at cleanup.
+func Serve(t *testing.T, endpoints []string, service string, register func(*lodestar.Server)) *lodestar.Server {
+	t.Helper()
+	s, err := lodestar.NewServer(service, lodestar.WithEtcdEndpoints(endpoints...), lodestar.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	register(s)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve %s: %v", service, err)
+		}
+	})
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		done <- err
+		t.Fatalf("serve %s: %v", service, err)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s not ready", service)
+	}
+	return s
+}
+
+// RunServer runs an example server's run function until cleanup and
+// returns the address it registered.
+func RunServer(t *testing.T, run func(context.Context, []string, chan<- string) error, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan string, 1)
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, args, ready) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("server: %v", err)
+		}
+	})
+	select {
+	case addr := <-ready:
+		return addr
+	case err := <-done:
+		done <- err
+		t.Fatalf("server: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("server not ready")
+	}
+	return ""
+}
