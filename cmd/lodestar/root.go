@@ -38,6 +38,6 @@ func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%s: %w (see '%s --help')", c.CommandPath(), err, c.CommandPath())
 	})
-	root.AddCommand(newEtcdCmd(), newDevCmd(g), newListCmd(g))
+	root.AddCommand(newDemoCmd(), newEtcdCmd(), newDevCmd(g), newListCmd(g))
 	return root
 }

@@ -1,0 +1,49 @@
+package main
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDemoRunsToCompletion runs the demo at a fast pace: every event
+// happens, and the graceful ones (join, drain, etcd leader loss) fail no
+// call.
+func TestDemoRunsToCompletion(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out := newSyncBuffer()
+	base := runtime.NumGoroutine()
+	// etcd members closed together keep their peer connections for up to
+	// their 5 s read deadline: wait for those goroutines to end before
+	// goleak looks.
+	defer func() {
+		for deadline := time.Now().Add(15 * time.Second); runtime.NumGoroutine() > base && time.Now().Before(deadline); {
+			<-time.After(50 * time.Millisecond)
+		}
+	}()
+	res, err := runDemo(ctx, demoOptions{pace: time.Second}, out)
+	if err != nil {
+		t.Fatalf("demo: %v\n%s", err, out)
+	}
+	if len(res.events) != 4 {
+		t.Fatalf("%d events ran, want 4\n%s", len(res.events), out)
+	}
+	for _, e := range res.events {
+		graceful := !strings.Contains(e.what, "killed")
+		if graceful && e.failed != 0 {
+			t.Errorf("%s: %d calls failed", e.what, e.failed)
+		}
+	}
+	if res.calls < 100 {
+		t.Errorf("only %d calls made", res.calls)
+	}
+	for _, want := range []string{"Totals:", "a 4th instance joins", "drains and leaves gracefully", "killed without warning", "leader crashes"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	t.Log(out.String()[strings.Index(out.String(), "Totals:"):])
+}
