@@ -141,9 +141,11 @@ func serviceConfig(cfg config) (string, error) {
 				"retryableStatusCodes": []string{"UNAVAILABLE"},
 			},
 		}}
-		// Retries stop when more than about half of recent calls fail, so
-		// a dead service is not hammered.
-		sc["retryThrottling"] = map[string]any{"maxTokens": 100, "tokenRatio": 0.2}
+		// grpc's retry token bucket: a failed attempt costs a token, a
+		// success returns 0.1, and retries pause below half the bucket. A
+		// burst of up to about 500 failures is retried; a service failing
+		// much more than it succeeds is not hammered.
+		sc["retryThrottling"] = map[string]any{"maxTokens": 1000, "tokenRatio": 0.1}
 	}
 	b, err := json.Marshal(sc)
 	return string(b), err

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
@@ -248,10 +249,66 @@ func TestServeRegistersAndShutdownDeregisters(t *testing.T) {
 	if err != nil || r.Message != in.srv.Addr() || r.Data.UserId != "7" {
 		t.Fatalf("GetUser: %v, %v", r, err)
 	}
+	wctx, wcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer wcancel()
+	wch := cli.Watch(wctx, key, clientv3.WithRev(resp.Header.Revision+1))
 	in.shutdown(t)
-	resp, err = cli.Get(context.Background(), key)
-	if err != nil || len(resp.Kvs) != 0 {
-		t.Fatalf("%s after Shutdown: %v, %v", key, resp.Kvs, err)
+	// etcd saw the instance drain first, then go.
+	var seen []string
+	for wr := range wch {
+		for _, ev := range wr.Events {
+			switch {
+			case ev.Type == clientv3.EventTypeDelete:
+				seen = append(seen, "delete")
+			case containsDraining(ev.Kv.Value):
+				seen = append(seen, "draining")
+			default:
+				seen = append(seen, "put")
+			}
+		}
+		if len(seen) > 0 && seen[len(seen)-1] == "delete" {
+			break
+		}
+	}
+	if fmt.Sprint(seen) != "[draining delete]" {
+		t.Errorf("etcd saw %v during Shutdown, want [draining delete]", seen)
+	}
+}
+
+// TestStatusSetBeforeServeStands: an instance NOT_SERVING before Serve
+// registers as draining, and SERVING later undrains it.
+func TestStatusSetBeforeServeStands(t *testing.T) {
+	c := etcdtest.New(t)
+	srv, err := lodestar.NewServer("user", lodestar.WithEtcdEndpoints(c.Endpoints()...), lodestar.WithTTL(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.SetServingStatus(ctx, "", healthpb.HealthCheckResponse_NOT_SERVING); err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx) }()
+	defer func() { stop(); <-done }()
+	<-srv.Ready()
+	cli := c.Client(t)
+	get := func() string {
+		resp, err := cli.Get(ctx, "/services/user/"+srv.Addr())
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("registration: %v, %v", resp, err)
+		}
+		return string(resp.Kvs[0].Value)
+	}
+	if v := get(); !containsDraining([]byte(v)) {
+		t.Errorf("registered as %s, want draining", v)
+	}
+	if err := srv.SetServingStatus(ctx, "", healthpb.HealthCheckResponse_SERVING); err != nil {
+		t.Fatal(err)
+	}
+	if v := get(); containsDraining([]byte(v)) {
+		t.Errorf("still draining after SERVING: %s", v)
 	}
 }
 
@@ -420,14 +477,16 @@ func TestAbruptKill(t *testing.T) {
 			l.stop()
 			heldGets, heldCreates := victim.heldGets.Load(), victim.heldCreates.Load()
 			t.Logf("%s: killed with %d GetUser and %d CreateUser calls in its handlers: %s", name, heldGets, heldCreates, l)
-			if got := l.createFails.Load(); got != heldCreates {
-				t.Errorf("%d CreateUser calls failed, want the %d held on the killed instance (each run once)", got, heldCreates)
+			// Calls on the wire to the victim but not yet in a handler fail
+			// too, so these are lower bounds.
+			if got := l.createFails.Load(); got < heldCreates {
+				t.Errorf("%d CreateUser calls failed, fewer than the %d held on the killed instance: retried?", got, heldCreates)
 			}
 			if retry && l.getFails.Load() != 0 {
 				t.Errorf("%d idempotent GetUser calls failed with retries on", l.getFails.Load())
 			}
-			if !retry && l.getFails.Load() != heldGets {
-				t.Errorf("%d GetUser calls failed without retries, want the %d held", l.getFails.Load(), heldGets)
+			if !retry && l.getFails.Load() < heldGets {
+				t.Errorf("%d GetUser calls failed without retries, fewer than the %d held", l.getFails.Load(), heldGets)
 			}
 		})
 	}

@@ -40,13 +40,19 @@ type Server struct {
 
 	lastStart atomic.Int64 // unix nanos of the last call started (health excluded)
 
-	mu       sync.Mutex
+	// statusMu serialises health changes and their etcd writes with the
+	// registration in Serve and with Shutdown.
+	statusMu sync.Mutex
 	statuses map[string]healthpb.HealthCheckResponse_ServingStatus
-	drained  bool // registration marked draining
-	addr     string
-	id       string
-	ready    chan struct{}
-	serving  bool
+	drained  bool // registration (to be) marked draining
+	closing  bool // Shutdown began: health no longer changes
+
+	mu      sync.Mutex
+	addr    string
+	id      string
+	ready   chan struct{}
+	serving bool
+	drainAt atomic.Int64 // unix nanos when Shutdown marked the instance draining
 
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -126,25 +132,38 @@ func (s *Server) Addr() string {
 // ctx ends, then shuts down gracefully (see Shutdown) and returns its
 // result. It returns early with an error if it cannot listen or serve.
 func (s *Server) Serve(ctx context.Context) error {
+	if err := s.claim(); err != nil {
+		return err
+	}
 	lis, err := net.Listen("tcp", s.cfg.listen)
 	if err != nil {
 		s.Stop()
 		return fmt.Errorf("lodestar: listen on %s: %w", s.cfg.listen, err)
 	}
-	return s.ServeListener(ctx, lis)
+	return s.serve(ctx, lis)
 }
 
 // ServeListener is Serve on a listener of the caller's.
 func (s *Server) ServeListener(ctx context.Context, lis net.Listener) error {
-	s.mu.Lock()
-	if s.serving {
-		s.mu.Unlock()
+	if err := s.claim(); err != nil {
 		lis.Close()
+		return err
+	}
+	return s.serve(ctx, lis)
+}
+
+// claim makes sure Serve runs once.
+func (s *Server) claim() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.serving {
 		return errors.New("lodestar: Serve called twice")
 	}
 	s.serving = true
-	s.mu.Unlock()
+	return nil
+}
 
+func (s *Server) serve(ctx context.Context, lis net.Listener) error {
 	addr := s.cfg.advertise
 	if addr == "" {
 		var err error
@@ -159,14 +178,30 @@ func (s *Server) ServeListener(ctx context.Context, lis net.Listener) error {
 		defer close(s.served)
 		serveErr <- s.grpc.Serve(lis)
 	}()
-	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	for svc := range s.grpc.GetServiceInfo() {
-		s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+	// Statuses set before Serve stand; the others start SERVING. The
+	// registration says draining if any is not SERVING.
+	s.statusMu.Lock()
+	locked := true
+	unlock := func() {
+		if locked {
+			locked = false
+			s.statusMu.Unlock()
+		}
+	}
+	defer unlock()
+	for _, svc := range append([]string{""}, serviceNames(s.grpc)...) {
+		if _, set := s.statuses[svc]; !set {
+			s.health.SetServingStatus(svc, healthpb.HealthCheckResponse_SERVING)
+		}
+	}
+	md := s.cfg.metadata
+	if s.drained {
+		md.Status = registry.StatusDraining
 	}
 
 	// Register only once listening: a client that finds us can connect.
 	rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	key, err := s.reg.Register(rctx, registry.Instance{Service: s.name, ID: s.cfg.id, Addr: addr, Metadata: s.cfg.metadata})
+	key, err := s.reg.Register(rctx, registry.Instance{Service: s.name, ID: s.cfg.id, Addr: addr, Metadata: md})
 	cancel()
 	var pending *registry.PendingError
 	switch {
@@ -181,6 +216,7 @@ func (s *Server) ServeListener(ctx context.Context, lis net.Listener) error {
 	s.mu.Lock()
 	s.addr, s.id = addr, id
 	s.mu.Unlock()
+	unlock()
 	close(s.ready)
 	s.cfg.logger.Info("lodestar: serving", "service", s.name, "addr", addr, "key", key)
 
@@ -225,10 +261,15 @@ func advertised(listen string) (string, error) {
 // SetServingStatus sets the health of one gRPC service ("" for the whole
 // server). While any is NOT_SERVING the instance is marked draining in
 // etcd, so clients send it no new calls; when all serve again it is
-// undrained.
+// undrained. It may be called before Serve; it does nothing once Shutdown
+// has begun.
 func (s *Server) SetServingStatus(ctx context.Context, service string, st healthpb.HealthCheckResponse_ServingStatus) error {
+	s.statusMu.Lock()
+	defer s.statusMu.Unlock()
+	if s.closing {
+		return nil
+	}
 	s.health.SetServingStatus(service, st)
-	s.mu.Lock()
 	s.statuses[service] = st
 	drain := false
 	for _, v := range s.statuses {
@@ -238,15 +279,24 @@ func (s *Server) SetServingStatus(ctx context.Context, service string, st health
 	}
 	change := drain != s.drained
 	s.drained = drain
+	s.mu.Lock()
 	id := s.id
 	s.mu.Unlock()
 	if !change || id == "" {
-		return nil
+		return nil // Serve registers with the right status
 	}
 	if drain {
 		return s.reg.Drain(ctx, s.name, id)
 	}
 	return s.reg.Undrain(ctx, s.name, id)
+}
+
+func serviceNames(g *grpc.Server) []string {
+	var out []string
+	for svc := range g.GetServiceInfo() {
+		out = append(out, svc)
+	}
+	return out
 }
 
 // Shutdown stops the server without failing a call: it marks the instance
@@ -261,6 +311,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 func (s *Server) shutdown(ctx context.Context) error {
 	var errs []error
+	s.statusMu.Lock()
+	s.closing = true
+	s.drained = true
+	s.statusMu.Unlock()
 	s.mu.Lock()
 	id := s.id
 	s.mu.Unlock()
@@ -271,6 +325,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("drain: %w", err))
 		}
 		cancel()
+		s.drainAt.Store(time.Now().UnixNano())
 		s.waitQuiet(ctx)
 	}
 	stopped := make(chan struct{})
@@ -286,6 +341,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.grpc.Stop()
 		<-stopped
 	case <-ctx.Done():
+		errs = append(errs, fmt.Errorf("calls cut short: %w", ctx.Err()))
 		s.grpc.Stop()
 		<-stopped
 	}
@@ -300,13 +356,13 @@ func (s *Server) shutdown(ctx context.Context) error {
 	return nil
 }
 
-// waitQuiet waits until no call has started for the quiet period, at most
-// the drain maximum.
+// waitQuiet waits until no call has started for the quiet period, counted
+// from the drain at the earliest, and at most the drain maximum.
 func (s *Server) waitQuiet(ctx context.Context) {
 	deadline := time.NewTimer(s.cfg.drainMax)
 	defer deadline.Stop()
 	for {
-		since := time.Since(time.Unix(0, s.lastStart.Load()))
+		since := time.Since(time.Unix(0, max(s.lastStart.Load(), s.drainAt.Load())))
 		if since >= s.cfg.drainQuiet {
 			return
 		}
@@ -326,9 +382,10 @@ func (s *Server) waitQuiet(ctx context.Context) {
 // Stop stops the server at once: connections closed, calls in flight
 // failed, the instance left to expire from etcd with its lease. For
 // crashes in tests and emergencies; Shutdown is the graceful way.
+// Stop also cuts short a Shutdown in progress.
 func (s *Server) Stop() {
+	s.grpc.Stop()
 	s.shutdownOnce.Do(func() {
-		s.grpc.Stop()
 		s.reg.Orphan()
 		s.closeClient()
 	})
@@ -367,8 +424,15 @@ func (s *Server) trackStream(srv any, ss grpc.ServerStream, info *grpc.StreamSer
 //			log.Fatal(err)
 //		}
 //	}
+//
+// A second signal during the shutdown ends the process at once, as without
+// a handler.
 func (s *Server) ServeUntilSignal() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop() // the next signal gets the default behaviour
+	}()
 	return s.Serve(ctx)
 }
