@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/lodestar-rpc/lodestar"
@@ -63,6 +64,7 @@ type demoInstance struct {
 	first  atomic.Int64 // unix nanos of the first call served
 	cancel context.CancelFunc
 	done   chan error
+	gone   atomic.Bool // stopped
 }
 
 // counted wraps the example service, counting the calls each instance serves.
@@ -273,11 +275,14 @@ func (d *demo) startInstance(ctx context.Context, name, zone string) (*demoInsta
 	return in, nil
 }
 
-// stop shuts the instance down gracefully if it still runs.
-func (in *demoInstance) stop() {
+// stop shuts the instance down gracefully if it still runs, and returns
+// the result of its Serve.
+func (in *demoInstance) stop() error {
+	in.gone.Store(true)
 	in.cancel()
 	err := <-in.done
 	in.done <- err
+	return err
 }
 
 func (d *demo) startLoad(conn *lodestar.Conn) (stop func()) {
@@ -337,6 +342,10 @@ func (d *demo) startTicker() (stop func()) {
 			var parts []string
 			for _, in := range ins {
 				n := in.calls.Load()
+				if in.gone.Load() && n == prev[in] {
+					parts = append(parts, fmt.Sprintf("%s  gone", in.name))
+					continue
+				}
 				parts = append(parts, fmt.Sprintf("%s %5d", in.name, n-prev[in]))
 				prev[in] = n
 			}
@@ -358,67 +367,91 @@ func (d *demo) join(ctx context.Context) (demoEvent, error) {
 	if err != nil {
 		return e, err
 	}
-	registered := time.Now()
 	for in.first.Load() == 0 {
 		if ctx.Err() != nil || time.Since(start) > 20*time.Second {
 			return e, errors.New("demo: the new instance never got a call")
 		}
 		sleepBrief()
 	}
-	e.took = time.Unix(0, in.first.Load()).Sub(registered)
-	e.note = "(registered → first call)"
+	e.took = time.Unix(0, in.first.Load()).Sub(start)
+	e.note = "(start → registered → first call served)"
 	e.failed = d.failed.Load() - failed
-	d.say("effect     user-4 served its first call %s after registering", e.took.Round(time.Millisecond))
+	d.say("effect     user-4 served its first call %s after it started", e.took.Round(time.Millisecond))
 	return e, nil
 }
 
 // drain shuts user-2 down gracefully and measures until its last call.
-func (d *demo) drain(context.Context) (demoEvent, error) {
+func (d *demo) drain(ctx context.Context) (demoEvent, error) {
 	e := demoEvent{what: "user-2 drains and leaves gracefully"}
 	in := d.instances[1]
 	failed := d.failed.Load()
 	d.say("EVENT      user-2 shuts down gracefully: draining in etcd, NOT_SERVING, then stop and deregister")
 	start := time.Now()
-	in.stop()
+	if err := in.stop(); err != nil {
+		return e, err
+	}
 	e.took = time.Unix(0, in.last.Load()).Sub(start)
 	if e.took < 0 {
 		e.took = 0
 	}
+	if n, err := d.registered(ctx, in); err != nil || n != 0 {
+		return e, fmt.Errorf("demo: user-2 still registered after its shutdown (%v)", err)
+	}
 	e.note = fmt.Sprintf("(shutdown → its last call; the whole shutdown took %s)", time.Since(start).Round(time.Millisecond))
+	if e.took == 0 {
+		e.note = fmt.Sprintf("(no call reached it once the shutdown began; the shutdown took %s)", time.Since(start).Round(time.Millisecond))
+	}
 	e.failed = d.failed.Load() - failed
 	if e.took == 0 {
-		d.say("effect     user-2 got no call after the shutdown began, and is gone from etcd")
+		d.say("effect     user-2 got no new call after the shutdown began, and is gone from etcd")
 	} else {
 		d.say("effect     user-2 got its last call %s after the shutdown began, and is gone from etcd", e.took.Round(time.Millisecond))
 	}
 	return e, nil
 }
 
-// kill stops user-1 without warning and measures until the client stops
-// failing on it.
-func (d *demo) kill(context.Context) (demoEvent, error) {
+// kill stops user-1 without warning: the client must stop using it at
+// once, and etcd forgets it when its lease expires.
+func (d *demo) kill(ctx context.Context) (demoEvent, error) {
 	e := demoEvent{what: "user-1 is killed without warning"}
 	in := d.instances[0]
 	failed := d.failed.Load()
 	d.say("EVENT      user-1 is killed: connections cut, no drain, its key left to expire with its lease")
 	start := time.Now()
 	in.srv.Stop()
-	in.stop()
-	// The client notices the broken connections at once; count the calls
-	// that failed on the way.
-	settle := time.Now()
-	for time.Since(settle) < 500*time.Millisecond {
-		before := d.failed.Load()
-		sleepBrief()
-		if d.failed.Load() != before {
-			settle = time.Now()
+	in.gone.Store(true)
+	for {
+		n, err := d.registered(ctx, in)
+		if err == nil && n == 0 {
+			break
 		}
+		if ctx.Err() != nil || time.Since(start) > 30*time.Second {
+			return e, errors.New("demo: the killed instance never left etcd")
+		}
+		<-time.After(100 * time.Millisecond)
 	}
-	e.took = settle.Sub(start)
+	in.stop()
+	e.took = time.Since(start)
 	e.failed = d.failed.Load() - failed
-	e.note = "(kill → last failed call; idempotent GetUser calls are retried on other instances)"
-	d.say("effect     client stopped using user-1; %d calls failed on the way", e.failed)
+	e.note = "(kill → its key expired from etcd, TTL 3s; the client stopped using it at once)"
+	d.say("effect     user-1's key expired from etcd %s after the kill; %d calls failed meanwhile", e.took.Round(time.Millisecond), e.failed)
 	return e, nil
+}
+
+// registered returns how many keys in etcd hold in's address (0 or 1).
+func (d *demo) registered(ctx context.Context, in *demoInstance) (int, error) {
+	cli, err := etcdclient.New(etcdclient.Config{Endpoints: d.endpoints})
+	if err != nil {
+		return 0, err
+	}
+	defer cli.Close()
+	gctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	resp, err := cli.Get(gctx, registry.Key(registry.DefaultPrefix, "user", in.srv.Addr()), clientv3.WithCountOnly())
+	if err != nil {
+		return 0, err
+	}
+	return int(resp.Count), nil
 }
 
 // stopLeader stops etcd's leader and measures until a new one is elected.
@@ -471,8 +504,19 @@ func (d *demo) stopLeader(ctx context.Context) (demoEvent, error) {
 	}
 	e.took = time.Since(start)
 	e.failed = d.failed.Load() - failed
-	e.note = "(stop → new leader; calls do not go through etcd)"
-	d.say("effect     a new etcd leader was elected %s later; registrations kept", e.took.Round(time.Millisecond))
+	e.note = "(crash → new leader; calls do not go through etcd)"
+	kept := 0
+	for _, in := range d.instances {
+		if in.gone.Load() {
+			continue
+		}
+		n, err := d.registered(ctx, in)
+		if err != nil {
+			return e, err
+		}
+		kept += n
+	}
+	d.say("effect     a new etcd leader was elected %s later; %d running instances still registered", e.took.Round(time.Millisecond), kept)
 	return e, nil
 }
 
