@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -15,15 +14,6 @@ func TestDemoRunsToCompletion(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := newSyncBuffer()
-	base := runtime.NumGoroutine()
-	// etcd members closed together keep their peer connections for up to
-	// their 5 s read deadline: wait for those goroutines to end before
-	// goleak looks.
-	defer func() {
-		for deadline := time.Now().Add(15 * time.Second); runtime.NumGoroutine() > base && time.Now().Before(deadline); {
-			<-time.After(50 * time.Millisecond)
-		}
-	}()
 	res, err := runDemo(ctx, demoOptions{pace: time.Second}, out)
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
