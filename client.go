@@ -49,7 +49,7 @@ func (c *Conn) Close() error {
 //     calls;
 //   - keepalive pings every 30 s, so a dead instance is noticed;
 //   - methods declared idempotent (in their proto, or WithIdempotent) are
-//     retried on another instance when they fail with UNAVAILABLE, up to 3
+//     retried on another instance when they fail with UNAVAILABLE, up to 4
 //     attempts, within the caller's deadline.
 //
 // It does not wait for an instance unless WithWaitForReady is given, in
@@ -134,9 +134,12 @@ func serviceConfig(cfg config) (string, error) {
 		sc["methodConfig"] = []any{map[string]any{
 			"name": names,
 			"retryPolicy": map[string]any{
-				"maxAttempts":          cfg.maxAttempts,
-				"initialBackoff":       "0.01s",
-				"maxBackoff":           "0.2s",
+				"maxAttempts": cfg.maxAttempts,
+				// grpc waits a random time up to the backoff: long enough
+				// for the channel to see a dead instance's connection close
+				// and stop picking it.
+				"initialBackoff":       "0.05s",
+				"maxBackoff":           "0.5s",
 				"backoffMultiplier":    2,
 				"retryableStatusCodes": []string{"UNAVAILABLE"},
 			},

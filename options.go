@@ -54,7 +54,7 @@ func defaultConfig() config {
 		stopTimeout: 10 * time.Second,
 		balancer:    "round_robin",
 		autoIdem:    true,
-		maxAttempts: 3,
+		maxAttempts: 4,
 		healthCheck: true,
 	}
 }
@@ -168,7 +168,7 @@ func WithoutProtoIdempotency() Option {
 }
 
 // WithMaxAttempts sets how many times an idempotent call is tried in all,
-// 2-5 (client; default 3).
+// 2-5 (client; default 4).
 func WithMaxAttempts(n int) Option {
 	return optionFunc(func(c *config) { c.maxAttempts = n })
 }
