@@ -3,10 +3,12 @@ package exampletest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/lodestar-rpc/lodestar"
+	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
 )
 
 // Serve starts a lodestar server for service on etcd endpoints, with
@@ -36,6 +38,27 @@ func Serve(t *testing.T, endpoints []string, service string, register func(*lode
 		t.Fatalf("%s not ready", service)
 	}
 	return s
+}
+
+// CheckServer runs an example server's run function on a fresh embedded
+// etcd, checks that it registered under service, and dials it by name for
+// call to use.
+func CheckServer(t *testing.T, service string, run func(context.Context, []string, chan<- string) error, call func(context.Context, *lodestar.Conn)) {
+	t.Helper()
+	c := etcdtest.New(t)
+	addr := RunServer(t, run, "--etcd", strings.Join(c.Endpoints(), ","))
+	resp, err := c.Client(t).Get(context.Background(), "/services/"+service+"/"+addr)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("registration of %s: %v, %v", addr, resp, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := lodestar.Dial(ctx, service, lodestar.WithEtcdEndpoints(c.Endpoints()...), lodestar.WithWaitForReady())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	call(ctx, conn)
 }
 
 // RunServer runs an example server's run function until cleanup and
