@@ -181,6 +181,7 @@ type callTracker struct {
 	mu      sync.Mutex
 	first   map[string]time.Time
 	last    map[string]time.Time
+	changed chan struct{} // 1-slot: a call was noted
 	ok      atomic.Int64
 	failed  atomic.Int64
 	lastErr atomic.Value
@@ -195,7 +196,36 @@ func (c *callTracker) note(addr string, at time.Time) {
 		c.last[addr] = at
 	}
 	c.mu.Unlock()
+	select {
+	case c.changed <- struct{}{}:
+	default:
+	}
 }
+
+// waitCalls waits until cond holds, re-checking it whenever one of the
+// trackers notes a call, or at the latest every recheck (for conditions
+// that turn true as time passes, such as "no call for 200 ms"). It
+// reports whether cond held before the deadline.
+func waitCalls(deadline time.Time, recheck time.Duration, cond func() bool, trs ...*callTracker) bool {
+	for !cond() {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return false
+		}
+		t := time.NewTimer(min(left, recheck))
+		select {
+		case <-trs[0].changed:
+		case <-trs[len(trs)-1].changed:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+	return true
+}
+
+// window waits for d: a measurement window (a settle period before or
+// after a measured change), never a stand-in for waiting on an event.
+func window(d time.Duration) { <-time.After(d) }
 
 // reset forgets addr, before a new server (which may reuse a port) is
 // registered at it.
@@ -217,7 +247,7 @@ func (c *callTracker) times(addr string) (first, last time.Time) {
 func startCallers(tb testing.TB, conn *grpc.ClientConn, workers int, pause time.Duration) *callTracker {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	tr := &callTracker{first: make(map[string]time.Time), last: make(map[string]time.Time)}
+	tr := &callTracker{first: make(map[string]time.Time), last: make(map[string]time.Time), changed: make(chan struct{}, 1)}
 	hc := healthpb.NewHealthClient(conn)
 	var wg sync.WaitGroup
 	for range workers {
@@ -240,7 +270,13 @@ func startCallers(tb testing.TB, conn *grpc.ClientConn, workers int, pause time.
 						tr.note(p.Addr.String(), start)
 					}
 				}
-				time.Sleep(pause)
+				// Pacing: the load's shape, stopped at once by cleanup.
+				t := time.NewTimer(pause)
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+				t.Stop()
 			}
 		})
 	}

@@ -130,22 +130,19 @@ func benchPropagation(b *testing.B) {
 	trE := startCallers(b, connE, workers, pause)
 
 	// Both connections reach every live backend before the first trial.
-	deadline := time.Now().Add(timeout)
-	for {
-		all := true
+	reachedAll := func() bool {
 		for _, s := range backends {
 			fl, _ := trL.times(s.Addr)
 			fe, _ := trE.times(s.Addr)
-			all = all && !fl.IsZero() && !fe.IsZero()
+			if fl.IsZero() || fe.IsZero() {
+				return false
+			}
 		}
-		if all {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("connections did not reach all %d backends within %s (lodestar err %v, etcd naming err %v)",
-				live, timeout, trL.lastErr.Load(), trE.lastErr.Load())
-		}
-		time.Sleep(5 * time.Millisecond)
+		return true
+	}
+	if !waitCalls(time.Now().Add(timeout), 50*time.Millisecond, reachedAll, trL, trE) {
+		b.Fatalf("connections did not reach all %d backends within %s (lodestar err %v, etcd naming err %v)",
+			live, timeout, trL.lastErr.Load(), trE.lastErr.Load())
 	}
 
 	var addW, addL, addE, delW, delL, delE []time.Duration
@@ -162,24 +159,22 @@ func benchPropagation(b *testing.B) {
 		t0 := benchPut(b, writer, key, value)
 		tw := floor.wait(b, mvccpb.PUT, key, timeout)
 		var fl, fe time.Time
-		for {
+		called := func() bool {
 			fl, _ = trL.times(s.Addr)
 			fe, _ = trE.times(s.Addr)
-			if !fl.IsZero() && !fe.IsZero() {
-				break
-			}
-			if time.Since(t0) > timeout {
-				b.Fatalf("trial %d: new server not called within %s (lodestar %v, etcd naming %v)", i, timeout, !fl.IsZero(), !fe.IsZero())
-			}
-			time.Sleep(time.Millisecond)
+			return !fl.IsZero() && !fe.IsZero()
 		}
-		time.Sleep(settle)
+		if !waitCalls(t0.Add(timeout), 50*time.Millisecond, called, trL, trE) {
+			b.Fatalf("trial %d: new server not called within %s (lodestar %v, etcd naming %v)", i, timeout, !fl.IsZero(), !fe.IsZero())
+		}
+		window(settle)
 
 		// Delete → last call on it.
 		t1 := benchDelete(b, writer, key)
 		tdw := floor.wait(b, mvccpb.DELETE, key, timeout)
 		var ll, le time.Time
-		for {
+		// Done when neither connection has called the server for quiet.
+		quietNow := func() bool {
 			_, ll = trL.times(s.Addr)
 			_, le = trE.times(s.Addr)
 			latest := t1
@@ -189,13 +184,10 @@ func benchPropagation(b *testing.B) {
 			if le.After(latest) {
 				latest = le
 			}
-			if time.Since(latest) >= quiet {
-				break
-			}
-			if time.Since(t1) > timeout {
-				b.Fatalf("trial %d: deleted server still called %s after the Delete", i, timeout)
-			}
-			time.Sleep(5 * time.Millisecond)
+			return time.Since(latest) >= quiet
+		}
+		if !waitCalls(t1.Add(timeout), quiet/4, quietNow, trL, trE) {
+			b.Fatalf("trial %d: deleted server still called %s after the Delete", i, timeout)
 		}
 		s.Stop()
 		if i < warmup {
@@ -335,7 +327,7 @@ func benchScale(b *testing.B, n int) {
 	kvs = nil
 	// Let etcd's backend commit the batch (every 100 ms) before anything
 	// is measured.
-	time.Sleep(300 * time.Millisecond)
+	window(300 * time.Millisecond)
 	// Every client connected before anything is measured.
 	for _, cli := range []*clientv3.Client{cliL, cliE} {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -478,7 +470,7 @@ func scaleChangesRun(b *testing.B, writer *clientv3.Client, floor *floorWatch, c
 		if cc != nil {
 			tu = cc.wait(b, scaleTimeout)
 		}
-		time.Sleep(scaleSettle)
+		window(scaleSettle)
 		runtime.ReadMemStats(&m1)
 		res.bytes = append(res.bytes, float64(m1.TotalAlloc-m0.TotalAlloc))
 		res.allocs = append(res.allocs, float64(m1.Mallocs-m0.Mallocs))
