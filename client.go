@@ -120,8 +120,16 @@ type methodName struct {
 // serviceConfig builds the default service config: the balancer, health
 // checking, and a retry policy for the idempotent methods.
 func serviceConfig(cfg config) (string, error) {
+	var lbConfig any = map[string]any{}
+	if cfg.balancerCfg != nil {
+		js, err := json.Marshal(cfg.balancerCfg)
+		if err != nil {
+			return "", fmt.Errorf("lodestar: balancer %s config: %v", cfg.balancer, err)
+		}
+		lbConfig = json.RawMessage(js)
+	}
 	sc := map[string]any{
-		"loadBalancingConfig": []any{map[string]any{cfg.balancer: map[string]any{}}},
+		"loadBalancingConfig": []any{map[string]any{cfg.balancer: lbConfig}},
 	}
 	if cfg.healthCheck {
 		sc["healthCheckConfig"] = map[string]any{"serviceName": ""}

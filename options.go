@@ -36,6 +36,7 @@ type config struct {
 	serverOpts   []grpc.ServerOption
 	dialOpts     []grpc.DialOption
 	balancer     string
+	balancerCfg  any
 	idempotent   []string
 	autoIdem     bool
 	maxAttempts  int
@@ -149,7 +150,15 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // WithBalancer sets the load-balancing policy by its registered name
 // (client; default "round_robin").
 func WithBalancer(name string) Option {
-	return optionFunc(func(c *config) { c.balancer = name })
+	return optionFunc(func(c *config) { c.balancer, c.balancerCfg = name, nil })
+}
+
+// WithBalancerConfig sets the load-balancing policy and its configuration
+// (client): cfg is the policy's typed config (for example
+// hash.Config{Header: "x-user-id"}) or anything that marshals to the JSON
+// the policy parses. Dial reports a config the policy refuses.
+func WithBalancerConfig(name string, cfg any) Option {
+	return optionFunc(func(c *config) { c.balancer, c.balancerCfg = name, cfg })
 }
 
 // WithIdempotent declares methods ("package.Service/Method", or

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -21,6 +22,7 @@ type Server struct {
 	Addr  string
 	calls atomic.Int64
 	fail  atomic.Pointer[status.Status]
+	delay atomic.Int64 // ns each call waits before answering
 
 	healthpb.UnimplementedHealthServer
 	srv      *grpc.Server
@@ -54,10 +56,19 @@ func StartN(t testing.TB, n int) []*Server {
 	return out
 }
 
-// Check answers SERVING, or the status set with FailWith, and counts the
-// call.
-func (s *Server) Check(context.Context, *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
+// Check answers SERVING, or the status set with FailWith, after the delay
+// set with SetDelay, and counts the call.
+func (s *Server) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	s.calls.Add(1)
+	if d := time.Duration(s.delay.Load()); d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	if st := s.fail.Load(); st != nil {
 		return nil, st.Err()
 	}
@@ -76,6 +87,10 @@ func (s *Server) FailWith(c codes.Code) {
 	s.fail.Store(status.New(c, "testserver: told to fail"))
 }
 
+// SetDelay makes every later call wait d before answering, as a slow
+// instance does; 0 answers at once.
+func (s *Server) SetDelay(d time.Duration) { s.delay.Store(int64(d)) }
+
 // Stop stops the server abruptly (connections closed, calls in flight
 // fail). It is safe to call more than once.
 func (s *Server) Stop() {
@@ -86,7 +101,7 @@ func (s *Server) Stop() {
 }
 
 // Call makes one Check call on conn.
-func Call(ctx context.Context, conn grpc.ClientConnInterface) error {
-	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+func Call(ctx context.Context, conn grpc.ClientConnInterface, opts ...grpc.CallOption) error {
+	_, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, opts...)
 	return err
 }

@@ -15,107 +15,57 @@
 package wrr
 
 import (
-	"bytes"
 	"container/heap"
 	"encoding/json"
-	"fmt"
 	"sync"
 
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/balancer/endpointsharding"
-	"google.golang.org/grpc/balancer/pickfirst"
-	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/serviceconfig"
 
-	"github.com/lodestar-rpc/lodestar/discovery"
+	"github.com/lodestar-rpc/lodestar/lb/internal/pick"
 )
 
 // Name is the policy's name in service configs.
 const Name = "lodestar_weighted_round_robin"
 
-func init() { balancer.Register(builder{}) }
-
-// Config is the policy's configuration. It has no fields yet; unknown
-// fields are refused.
-type Config struct {
-	serviceconfig.LoadBalancingConfig `json:"-"`
-}
-
-type builder struct{}
-
-func (builder) Name() string { return Name }
-
-func (builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	cfg := &Config{}
-	if len(bytes.TrimSpace(js)) == 0 {
-		return cfg, nil
-	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(cfg); err != nil {
-		return nil, fmt.Errorf("%s: config %s: %v", Name, js, err)
-	}
-	return cfg, nil
-}
-
-func (builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
-	b := &wrrBalancer{ClientConn: cc}
-	b.child = endpointsharding.NewBalancer(b, opts, balancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
-	return b
-}
-
-// wrrBalancer lets endpointsharding keep one pick_first child per instance
-// and replaces its picker with a weighted one over the ready children.
-type wrrBalancer struct {
-	balancer.ClientConn // embedded to intercept UpdateState
-	child               balancer.Balancer
-}
-
-func (b *wrrBalancer) UpdateClientConnState(ccs balancer.ClientConnState) error {
-	return b.child.UpdateClientConnState(balancer.ClientConnState{
-		ResolverState: pickfirst.EnableHealthListener(ccs.ResolverState),
+func init() {
+	pick.Register(Name, func(js json.RawMessage) (pick.Spec, error) {
+		var cfg Config
+		if err := pick.Strict(Name, js, &cfg); err != nil {
+			return nil, err
+		}
+		return spec{}, nil
 	})
 }
 
-func (b *wrrBalancer) ResolverError(err error) { b.child.ResolverError(err) }
+// Config is the policy's configuration. It has no fields yet; unknown
+// fields are refused.
+type Config struct{}
 
-func (b *wrrBalancer) UpdateSubConnState(sc balancer.SubConn, st balancer.SubConnState) {
-	b.child.UpdateSubConnState(sc, st)
-}
+type spec struct{}
 
-func (b *wrrBalancer) Close() { b.child.Close() }
+func (spec) NewPolicy() pick.Policy { return policy{} }
 
-func (b *wrrBalancer) ExitIdle() { b.child.ExitIdle() }
+type policy struct{}
 
-// UpdateState receives endpointsharding's state and publishes a weighted
-// picker over the ready instances.
-func (b *wrrBalancer) UpdateState(state balancer.State) {
+// Picker returns a weighted picker over the ready instances. Weight-0
+// instances have already been left out by the frame, unless every ready
+// instance has weight 0, in which case they share calls equally.
+func (policy) Picker(eps []pick.Endpoint) balancer.Picker {
 	var ready []entry
-	zero := 0
-	for _, c := range endpointsharding.ChildStatesFromPicker(state.Picker) {
-		if c.State.ConnectivityState != connectivity.Ready {
+	for _, e := range eps {
+		if !e.Ready() {
 			continue
 		}
-		w := discovery.Weight(c.Endpoint)
+		w := float64(e.Instance.Metadata.Weight)
 		if w <= 0 {
-			zero++
-			continue
+			w = 1
 		}
-		ready = append(ready, entry{picker: c.State.Picker, weight: float64(w)})
-	}
-	if len(ready) == 0 && zero > 0 {
-		// Every ready instance has weight 0: share equally rather than fail.
-		for _, c := range endpointsharding.ChildStatesFromPicker(state.Picker) {
-			if c.State.ConnectivityState == connectivity.Ready {
-				ready = append(ready, entry{picker: c.State.Picker, weight: 1})
-			}
-		}
+		ready = append(ready, entry{picker: e.Picker, weight: w})
 	}
 	if len(ready) == 0 {
-		b.ClientConn.UpdateState(state) // nothing ready: endpointsharding's picker queues or fails
-		return
+		return nil
 	}
-	b.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: newPicker(ready)})
+	return newPicker(ready)
 }
 
 // entry is one ready instance in the schedule.
