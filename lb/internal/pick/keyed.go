@@ -37,3 +37,42 @@ func OnDone(res balancer.PickResult, done func(balancer.DoneInfo)) balancer.Pick
 	}
 	return res
 }
+
+// Subsets keeps one child policy per subset name, for the policies that
+// split instances into subsets (zones, versions) and pick inside each with
+// a child policy, so each subset keeps its own statistics.
+type Subsets struct {
+	spec Spec
+	m    map[string]Policy
+	used map[string]bool
+}
+
+// NewSubsets returns subsets whose policies spec makes.
+func NewSubsets(spec Spec) *Subsets {
+	return &Subsets{spec: spec, m: map[string]Policy{}, used: map[string]bool{}}
+}
+
+// Picker returns the child picker of subset name over eps, or nil when
+// none of eps is ready.
+func (s *Subsets) Picker(name string, eps []Endpoint) balancer.Picker {
+	p, ok := s.m[name]
+	if !ok {
+		p = s.spec.NewPolicy()
+		s.m[name] = p
+	}
+	s.used[name] = true
+	if len(eps) == 0 {
+		return nil
+	}
+	return p.Picker(eps)
+}
+
+// Done forgets the subsets not used since the last Done.
+func (s *Subsets) Done() {
+	for name := range s.m {
+		if !s.used[name] {
+			delete(s.m, name)
+		}
+	}
+	clear(s.used)
+}
