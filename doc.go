@@ -28,9 +28,13 @@
 //     revision, watches from the next, re-lists on compaction, keeps the
 //     last known list while etcd is away (and across an etcd that lost its
 //     data), and attaches each instance's metadata to its endpoint.
-//   - lb, resilience, rules, security (planned): balancers that read the
-//     instances' metadata, retries, breakers, flow control, dynamic rules,
-//     TLS.
+//   - lb: balancers that read that metadata, one per package: weighted
+//     round robin, least request, latency-aware, consistent hash by a
+//     request key, locality (zone, region, anywhere) and canary by
+//     version. The subset policies nest any other as their child; select
+//     them with WithBalancer or WithBalancerConfig.
+//   - resilience, rules, security (planned): retries, breakers, flow
+//     control, dynamic rules, TLS.
 //
 // The command cmd/lodestar runs an embedded etcd for development
 // ("lodestar dev"), single etcd members for a hand-made cluster

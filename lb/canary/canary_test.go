@@ -14,7 +14,9 @@ import (
 	"github.com/lodestar-rpc/lodestar/internal/lbtest"
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/lb/canary"
+	"github.com/lodestar-rpc/lodestar/lb/latency"
 	"github.com/lodestar-rpc/lodestar/lb/leastrequest"
+	"github.com/lodestar-rpc/lodestar/lb/locality"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
@@ -117,3 +119,22 @@ func contains(s []int, x int) bool {
 }
 
 func versionOf(i int) string { return [...]string{"v1", "v1", "v1", "v2", "v3"}[i] }
+
+// Composition: a 50% canary split whose two sides each keep to the
+// caller's zone and pick by latency inside it.
+func TestNestedLocalityThenLatency(t *testing.T) {
+	r := lbtest.New(t,
+		registry.Metadata{Version: "v1", Zone: "a"}, registry.Metadata{Version: "v1", Zone: "b"},
+		registry.Metadata{Version: "v2", Zone: "a"}, registry.Metadata{Version: "v2", Zone: "b"})
+	conn := r.Dial(canary.Name, canary.Config{Version: "v2", Percent: 50,
+		Pick: lb.Child(locality.Name, locality.Config{Zone: "a", Pick: lb.Child(latency.Name, nil)})})
+	r.WaitAll(conn, 0, 2)
+	c := r.Counts(context.Background(), conn, 2000)
+	t.Logf("calls per server (v1/a, v1/b, v2/a, v2/b): %v", c)
+	if c[1] != 0 || c[3] != 0 {
+		t.Errorf("calls left zone a: %v", c)
+	}
+	if c[0] != 1000 || c[2] != 1000 {
+		t.Errorf("split %d/%d, want 1000/1000", c[0], c[2])
+	}
+}
