@@ -17,9 +17,12 @@
 // lodestar weights, and with a ring of default size balances 100
 // instances to a max/mean load near 1.3; the README compares the two.
 //
-// Instances that are not ready keep their slots: their keys go, for as long
-// as they are away, to the next ready instance in the table (the same for
-// every caller), and come back when they return. All clients that see the
+// An instance still making its first connection holds the calls for its
+// keys until it is ready (a few milliseconds on a healthy network), so
+// keys do not land elsewhere while a client starts. An instance that has
+// been ready and is no longer, or whose connection failed, keeps its slots
+// but its keys go, for as long as it is away, to the next usable instance
+// in the table (the same for every caller), and come back when it returns. All clients that see the
 // same instances compute the same table, so they agree on every key's
 // owner.
 package hash
@@ -32,6 +35,7 @@ import (
 	"strings"
 
 	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lodestar-rpc/lodestar/lb/internal/pick"
@@ -109,6 +113,7 @@ type policy struct {
 	// change, not when their connections do.
 	members []member
 	table   []int32
+	seen    map[string]bool // instances that have been ready
 }
 
 // member is what the table depends on.
@@ -145,13 +150,23 @@ func (p *policy) Picker(eps []pick.Endpoint) balancer.Picker {
 		}
 		p.members, p.table = members, Table(members2(members), size)
 	}
+	// Which instances have been ready: one that has not yet is starting,
+	// and its calls wait for it.
+	seen := make(map[string]bool, len(eps))
 	pk := &picker{header: p.cfg.Header, table: p.table, pickers: make([]balancer.Picker, len(eps))}
 	for i, e := range eps {
-		if e.Ready() {
+		was := p.seen[e.Addr]
+		switch {
+		case e.Ready():
+			was = true
 			pk.pickers[i] = e.Picker
 			pk.ready = append(pk.ready, e.Picker)
+		case !was && e.State != connectivity.TransientFailure:
+			pk.pickers[i] = e.Picker // its picker queues the call until it connects
 		}
+		seen[e.Addr] = was
 	}
+	p.seen = seen
 	return pk
 }
 
@@ -178,7 +193,7 @@ func members2(ms []member) []Member {
 type picker struct {
 	header  string
 	table   []int32           // slot → index into pickers
-	pickers []balancer.Picker // nil when that instance is not ready
+	pickers []balancer.Picker // nil when that instance is not usable
 	ready   []balancer.Picker
 }
 
@@ -195,7 +210,7 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return p.ready[rand.IntN(len(p.ready))].Pick(info)
 	}
 	slot := int(Sum(key) % uint64(len(p.table)))
-	for range len(p.table) { // bounded: some instance is ready
+	for range len(p.table) { // bounded: some instance is usable
 		if pk := p.pickers[p.table[slot]]; pk != nil {
 			return pk.Pick(info)
 		}

@@ -3,6 +3,7 @@ package hash_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -135,6 +136,27 @@ func TestStoppedInstanceKeysFailOver(t *testing.T) {
 		}
 		if before[k] != 0 && before[k] != after[k] {
 			t.Errorf("key user-%d moved from live instance %d to %d", k, before[k], after[k])
+		}
+	}
+}
+
+// Calls made at once after dialling, while connections are still being
+// made, reach the owner of their key all the same: a starting owner holds
+// its calls rather than letting them land elsewhere.
+func TestKeysWaitForStartingOwner(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
+	members := make([]hash.Member, len(r.Srv))
+	for i, s := range r.Srv {
+		members[i] = hash.Member{Name: s.Addr, Weight: registry.DefaultWeight}
+	}
+	slices.SortFunc(members, func(a, b hash.Member) int { return strings.Compare(a.Name, b.Name) })
+	table := hash.Table(members, hash.TableSize(len(members)))
+	conn := r.Dial(hash.Name, nil) // no waiting for connections
+	got := route(t, r, conn, 2000, hash.WithKey)
+	for k, i := range got {
+		owner := members[table[hash.Sum(fmt.Sprintf("user-%d", k))%uint64(len(table))]].Name
+		if r.Srv[i].Addr != owner {
+			t.Fatalf("key user-%d reached %s, owner %s", k, r.Srv[i].Addr, owner)
 		}
 	}
 }
