@@ -23,6 +23,7 @@ type Server struct {
 	calls atomic.Int64
 	fail  atomic.Pointer[status.Status]
 	delay atomic.Int64 // ns each call waits before answering
+	hold  atomic.Pointer[hold]
 
 	healthpb.UnimplementedHealthServer
 	srv      *grpc.Server
@@ -31,13 +32,16 @@ type Server struct {
 }
 
 // Start starts a server on a free 127.0.0.1 port; it is stopped at cleanup.
-func Start(t testing.TB) *Server {
+func Start(t testing.TB) *Server { return StartWith(t) }
+
+// StartWith starts a server with opts (interceptors, credentials).
+func StartWith(t testing.TB, opts ...grpc.ServerOption) *Server {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: lis.Addr().String(), srv: grpc.NewServer(), done: make(chan struct{})}
+	s := &Server{Addr: lis.Addr().String(), srv: grpc.NewServer(opts...), done: make(chan struct{})}
 	healthpb.RegisterHealthServer(s.srv, s)
 	go func() {
 		defer close(s.done)
@@ -60,6 +64,14 @@ func StartN(t testing.TB, n int) []*Server {
 // set with SetDelay, and counts the call.
 func (s *Server) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
 	s.calls.Add(1)
+	if h := s.hold.Load(); h != nil {
+		h.entered <- struct{}{}
+		select {
+		case <-h.release:
+		case <-ctx.Done():
+			return nil, status.FromContextError(ctx.Err()).Err()
+		}
+	}
 	if d := time.Duration(s.delay.Load()); d > 0 {
 		t := time.NewTimer(d)
 		select {
@@ -85,6 +97,37 @@ func (s *Server) FailWith(c codes.Code) {
 		return
 	}
 	s.fail.Store(status.New(c, "testserver: told to fail"))
+}
+
+type hold struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+// HoldCalls makes later calls wait, once counted, until release is
+// called; entered receives a value as each call starts waiting (it has
+// room for 1,000). Calls after release answer at once.
+func (s *Server) HoldCalls() (entered <-chan struct{}, release func()) {
+	h := &hold{entered: make(chan struct{}, 1000), release: make(chan struct{})}
+	s.hold.Store(h)
+	var once sync.Once
+	return h.entered, func() {
+		once.Do(func() {
+			s.hold.CompareAndSwap(h, nil)
+			close(h.release)
+		})
+	}
+}
+
+// Watch sends SERVING, then keeps the stream open until the client ends
+// it or the server stops; it counts as a call.
+func (s *Server) Watch(_ *healthpb.HealthCheckRequest, ss healthpb.Health_WatchServer) error {
+	s.calls.Add(1)
+	if err := ss.Send(&healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}); err != nil {
+		return err
+	}
+	<-ss.Context().Done()
+	return nil
 }
 
 // SetDelay makes every later call wait d before answering, as a slow

@@ -1,0 +1,221 @@
+package flow_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/lodestar-rpc/lodestar/internal/testserver"
+	"github.com/lodestar-rpc/lodestar/resilience/flow"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const check = "/grpc.health.v1.Health/Check"
+
+func serve(t *testing.T, rules ...flow.Rule) (*testserver.Server, *grpc.ClientConn, *flow.Limiter) {
+	t.Helper()
+	lim, err := flow.New(rules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := testserver.StartWith(t, grpc.ChainUnaryInterceptor(lim.UnaryServerInterceptor()),
+		grpc.ChainStreamInterceptor(lim.StreamServerInterceptor()))
+	conn, err := grpc.NewClient("passthrough:///"+s.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return s, conn, lim
+}
+
+func TestValidate(t *testing.T) {
+	for _, c := range []struct {
+		rules []flow.Rule
+		want  string
+	}{
+		{[]flow.Rule{{Method: "CreateOrder", QPS: 1}}, `rule method "CreateOrder": want "/pkg.Service/Method"`},
+		{[]flow.Rule{{Method: "/a.B/", QPS: 1}}, `rule method "/a.B/"`},
+		{[]flow.Rule{{Method: "/a.B/C", QPS: -1}}, "qps -1"},
+		{[]flow.Rule{{Method: "/a.B/C"}}, "limits nothing"},
+		{[]flow.Rule{{Method: "/a.B/C", Concurrency: 2, MaxWait: time.Second}}, "need qps"},
+		{[]flow.Rule{{Method: "/a.B/C", Concurrency: -2}}, "concurrency -2"},
+		{[]flow.Rule{{Method: "/a.B/C", QPS: 1}, {Method: "/a.B/C", Concurrency: 1}}, "two rules for /a.B/C"},
+	} {
+		if _, err := flow.New(c.rules...); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%v: error %v, want %q", c.rules, err, c.want)
+		}
+	}
+}
+
+// The seed's rule: 100 QPS on one method, offered 300 QPS for 3 s, admits
+// 100 ± 5 in each second; the rest are rejected with the rule named.
+func TestRateRuleAdmits100PerSecond(t *testing.T) {
+	rule := flow.Rule{Method: check, QPS: 100}
+	_, conn, _ := serve(t, rule)
+	ctx := context.Background()
+	start := time.Now()
+	var admitted [3]atomic.Int64
+	var rejected, other atomic.Int64
+	var msg atomic.Value
+	var wg sync.WaitGroup
+	tick := time.NewTicker(time.Second / 300) // offered load: pacing, not waiting for an event
+	defer tick.Stop()
+	for range 900 {
+		<-tick.C
+		wg.Go(func() {
+			err := testserver.Call(ctx, conn)
+			sec := int(time.Since(start) / time.Second)
+			switch status.Code(err) {
+			case codes.OK:
+				if sec < 3 {
+					admitted[sec].Add(1)
+				}
+			case codes.ResourceExhausted:
+				rejected.Add(1)
+				msg.Store(status.Convert(err).Message())
+			default:
+				other.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	took := time.Since(start)
+	t.Logf("900 calls offered in %v: admitted per second %d, %d, %d; rejected %d; message %q",
+		took.Round(time.Millisecond), admitted[0].Load(), admitted[1].Load(), admitted[2].Load(), rejected.Load(), msg.Load())
+	for i := range admitted {
+		if n := admitted[i].Load(); n < 95 || n > 105 {
+			t.Errorf("second %d: %d admitted, want 100 ± 5", i, n)
+		}
+	}
+	if other.Load() != 0 {
+		t.Errorf("%d calls failed otherwise", other.Load())
+	}
+	if m, _ := msg.Load().(string); !strings.Contains(m, "flow rule "+check+" qps=100") {
+		t.Errorf("rejection message %q does not name the rule", m)
+	}
+}
+
+// A concurrency limit of 4 admits exactly 4 of 10 simultaneous calls,
+// and admits again once they end.
+func TestConcurrencyLimitHoldsExactly(t *testing.T) {
+	s, conn, _ := serve(t, flow.Rule{Method: "/grpc.health.v1.Health/*", Concurrency: 4})
+	entered, release := s.HoldCalls()
+	defer release()
+	ctx := context.Background()
+	errs := make(chan error, 10)
+	for range 10 {
+		go func() { errs <- testserver.Call(ctx, conn) }()
+	}
+	for range 4 {
+		<-entered
+	}
+	for range 6 {
+		err := <-errs
+		if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "concurrency=4") || !strings.Contains(err.Error(), "concurrency limit reached") {
+			t.Fatalf("call beyond the limit: %v", err)
+		}
+	}
+	if n := s.Calls(); n != 4 {
+		t.Errorf("%d handlers ran, want exactly 4", n)
+	}
+	release()
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Errorf("admitted call: %v", err)
+		}
+	}
+	// Released: a stream (the same service's rule) is admitted and counts.
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := healthpb.NewHealthClient(conn).Watch(sctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Recv(); err != nil {
+		t.Fatalf("stream under the limit: %v", err)
+	}
+}
+
+// With MaxWait, calls over the rate wait for a token instead of failing;
+// without it they are rejected at once.
+func TestMaxWaitQueues(t *testing.T) {
+	for _, c := range []struct {
+		wait time.Duration
+		ok   int
+	}{{0, 1}, {2 * time.Second, 5}} {
+		_, conn, _ := serve(t, flow.Rule{Method: check, QPS: 10, Burst: 1, MaxWait: c.wait})
+		var ok atomic.Int64
+		var wg sync.WaitGroup
+		for range 5 {
+			wg.Go(func() {
+				if testserver.Call(context.Background(), conn) == nil {
+					ok.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		if int(ok.Load()) != c.ok {
+			t.Errorf("maxWait %v: %d of 5 admitted, want %d", c.wait, ok.Load(), c.ok)
+		}
+	}
+}
+
+// A wait for a token never outlasts the call's deadline: such a call is
+// rejected at once.
+func TestWaitBoundedByDeadline(t *testing.T) {
+	_, conn, _ := serve(t, flow.Rule{Method: check, QPS: 1, Burst: 1, MaxWait: time.Minute})
+	if err := testserver.Call(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := testserver.Call(ctx, conn)
+	if status.Code(err) != codes.ResourceExhausted || time.Since(start) > 150*time.Millisecond {
+		t.Errorf("call that could not get a token before its deadline: %v after %v", err, time.Since(start))
+	}
+}
+
+// Update swaps rules while serving; an unchanged rule keeps its state.
+func TestUpdate(t *testing.T) {
+	s, conn, lim := serve(t, flow.Rule{Method: check, Concurrency: 1})
+	entered, release := s.HoldCalls()
+	defer release()
+	done := make(chan error, 1)
+	go func() { done <- testserver.Call(context.Background(), conn) }()
+	<-entered
+	// Same rule plus another: the call in flight still counts.
+	if err := lim.Update(flow.Rule{Method: check, Concurrency: 1}, flow.Rule{Method: "*", QPS: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testserver.Call(context.Background(), conn); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("second call under a kept concurrency-1 rule: %v", err)
+	}
+	if err := lim.Update(flow.Rule{Method: check, QPS: -1}); err == nil {
+		t.Error("bad update accepted")
+	}
+	if got := len(lim.Rules()); got != 2 {
+		t.Errorf("a failed update changed the rules: %d", got)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := lim.Update(); err != nil {
+		t.Fatal(err)
+	}
+	if err := testserver.Call(context.Background(), conn); err != nil {
+		t.Errorf("no rules: %v", err)
+	}
+}
