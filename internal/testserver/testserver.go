@@ -24,6 +24,7 @@ type Server struct {
 	fail  atomic.Pointer[status.Status]
 	delay atomic.Int64 // ns each call waits before answering
 	hold  atomic.Pointer[hold]
+	some  atomic.Pointer[failSome]
 
 	healthpb.UnimplementedHealthServer
 	srv      *grpc.Server
@@ -63,7 +64,10 @@ func StartN(t testing.TB, n int) []*Server {
 // Check answers SERVING, or the status set with FailWith, after the delay
 // set with SetDelay, and counts the call.
 func (s *Server) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*healthpb.HealthCheckResponse, error) {
-	s.calls.Add(1)
+	n := s.calls.Add(1)
+	if f := s.some.Load(); f != nil && (n-1)%f.of < f.n {
+		return nil, f.st.Err()
+	}
 	if h := s.hold.Load(); h != nil {
 		h.entered <- struct{}{}
 		select {
@@ -97,6 +101,22 @@ func (s *Server) FailWith(c codes.Code) {
 		return
 	}
 	s.fail.Store(status.New(c, "testserver: told to fail"))
+}
+
+type failSome struct {
+	st    *status.Status
+	n, of int64
+}
+
+// FailSome makes n of every `of` later calls fail with code c (the first
+// n of each run of `of`, counting every call the server has served);
+// n = 0 stops it.
+func (s *Server) FailSome(c codes.Code, n, of int) {
+	if n <= 0 || of <= 0 {
+		s.some.Store(nil)
+		return
+	}
+	s.some.Store(&failSome{st: status.New(c, "testserver: told to fail some"), n: int64(n), of: int64(of)})
 }
 
 type hold struct {
