@@ -20,6 +20,7 @@ import (
 
 	"github.com/lodestar-rpc/lodestar/discovery"
 	"github.com/lodestar-rpc/lodestar/etcdclient"
+	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
@@ -44,7 +45,9 @@ func (c *Conn) Close() error {
 // Dial returns a connection to the service name, found through etcd
 // ("lodestar:///<name>"), with defaults for production:
 //
-//   - round_robin over the instances (WithBalancer for another policy);
+//   - round robin over the instances, ejecting those that fail 5 times
+//     in a row (WithBalancer for another policy, WithOutlierEjection to
+//     tune ejection);
 //   - grpc client-side health checking: an instance NOT_SERVING gets no
 //     calls;
 //   - keepalive pings every 30 s, so a dead instance is noticed;
@@ -120,13 +123,25 @@ type methodName struct {
 // serviceConfig builds the default service config: the balancer, health
 // checking, and a retry policy for the idempotent methods.
 func serviceConfig(cfg config) (string, error) {
-	var lbConfig any = map[string]any{}
+	lbConfig := map[string]json.RawMessage{}
 	if cfg.balancerCfg != nil {
 		js, err := json.Marshal(cfg.balancerCfg)
-		if err != nil {
-			return "", fmt.Errorf("lodestar: balancer %s config: %v", cfg.balancer, err)
+		if err == nil {
+			err = json.Unmarshal(js, &lbConfig)
 		}
-		lbConfig = json.RawMessage(js)
+		if err != nil {
+			return "", fmt.Errorf("lodestar: balancer %s config: want a JSON object: %v", cfg.balancer, err)
+		}
+	}
+	if cfg.eject != nil {
+		if !strings.HasPrefix(cfg.balancer, "lodestar_") {
+			return "", fmt.Errorf("lodestar: outlier ejection needs a lodestar balancer, not %q", cfg.balancer)
+		}
+		js, err := json.Marshal(cfg.eject)
+		if err != nil {
+			return "", err
+		}
+		lbConfig[lb.EjectionField] = js
 	}
 	sc := map[string]any{
 		"loadBalancingConfig": []any{map[string]any{cfg.balancer: lbConfig}},

@@ -8,6 +8,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/lodestar-rpc/lodestar/etcdclient"
+	"github.com/lodestar-rpc/lodestar/lb"
+	"github.com/lodestar-rpc/lodestar/lb/roundrobin"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
@@ -37,6 +39,7 @@ type config struct {
 	dialOpts     []grpc.DialOption
 	balancer     string
 	balancerCfg  any
+	eject        *lb.OutlierEjection
 	idempotent   []string
 	autoIdem     bool
 	maxAttempts  int
@@ -53,7 +56,7 @@ func defaultConfig() config {
 		drainQuiet:  200 * time.Millisecond,
 		drainMax:    5 * time.Second,
 		stopTimeout: 10 * time.Second,
-		balancer:    "round_robin",
+		balancer:    roundrobin.Name,
 		autoIdem:    true,
 		maxAttempts: 4,
 		healthCheck: true,
@@ -148,7 +151,9 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 }
 
 // WithBalancer sets the load-balancing policy by its registered name
-// (client; default "round_robin").
+// (client; default lodestar_round_robin, package lb/roundrobin). A
+// lodestar policy must be imported for its name to be known; grpc's own
+// names ("round_robin") work too, without ejection or retry steering.
 func WithBalancer(name string) Option {
 	return optionFunc(func(c *config) { c.balancer, c.balancerCfg = name, nil })
 }
@@ -159,6 +164,14 @@ func WithBalancer(name string) Option {
 // the policy parses. Dial reports a config the policy refuses.
 func WithBalancerConfig(name string, cfg any) Option {
 	return optionFunc(func(c *config) { c.balancer, c.balancerCfg = name, cfg })
+}
+
+// WithOutlierEjection sets how a lodestar balancer ejects failing
+// instances (client; default lb.OutlierEjection's defaults: 5 failures in
+// a row, 30 s growing to 5 min, at most 50% of instances); Disabled turns
+// ejection off.
+func WithOutlierEjection(o lb.OutlierEjection) Option {
+	return optionFunc(func(c *config) { c.eject = &o })
 }
 
 // WithIdempotent declares methods ("package.Service/Method", or

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/lodestar-rpc/lodestar/discovery"
+	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
@@ -80,17 +81,18 @@ func register(name string, parse Parser) {
 }
 
 // RoundRobin is the name of the plain round-robin child policy, the
-// default child of the nesting policies. It is not registered as a grpc
-// balancer: grpc's own round_robin already is.
+// default child of the nesting policies (package lb/roundrobin registers
+// the same policy as a grpc balancer, under its own name).
 const RoundRobin = "round_robin"
 
-func init() {
-	register(RoundRobin, func(js json.RawMessage) (Spec, error) {
-		if err := Strict(RoundRobin, js, &struct{}{}); err != nil {
-			return nil, err
-		}
-		return rrSpec{}, nil
-	})
+func init() { register(RoundRobin, ParseRoundRobin) }
+
+// ParseRoundRobin parses the (empty) config of round robin.
+func ParseRoundRobin(js json.RawMessage) (Spec, error) {
+	if err := Strict(RoundRobin, js, &struct{}{}); err != nil {
+		return nil, err
+	}
+	return rrSpec{}, nil
 }
 
 // Strict decodes js (empty means defaults) into v, refusing unknown
@@ -144,7 +146,40 @@ func ParseChild(parent string, js json.RawMessage) (Spec, error) {
 // lbConfig is what ParseConfig hands grpc.
 type lbConfig struct {
 	serviceconfig.LoadBalancingConfig
-	spec Spec
+	spec  Spec
+	eject lb.OutlierEjection
+}
+
+// splitEjection takes the outlierEjection field out of a policy's JSON
+// config, returning the rest for the policy's parser.
+func splitEjection(name string, js json.RawMessage) (json.RawMessage, lb.OutlierEjection, error) {
+	var ej lb.OutlierEjection
+	trimmed := bytes.TrimSpace(js)
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		ej, err := ej.WithDefaults()
+		return js, ej, err
+	}
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(trimmed, &m); err != nil {
+		return nil, ej, fmt.Errorf("%s: config %s: %v", name, js, err)
+	}
+	raw, ok := m[lb.EjectionField]
+	if ok {
+		if err := Strict(name+": "+lb.EjectionField, raw, &ej); err != nil {
+			return nil, ej, err
+		}
+		delete(m, lb.EjectionField)
+		rest, err := json.Marshal(m)
+		if err != nil {
+			return nil, ej, err
+		}
+		js = rest
+	}
+	ej, err := ej.WithDefaults()
+	if err != nil {
+		return nil, ej, fmt.Errorf("%s: %v", name, err)
+	}
+	return js, ej, nil
 }
 
 type builder struct {
@@ -155,11 +190,15 @@ type builder struct {
 func (b builder) Name() string { return b.name }
 
 func (b builder) ParseConfig(js json.RawMessage) (serviceconfig.LoadBalancingConfig, error) {
-	spec, err := b.parse(js)
+	rest, ej, err := splitEjection(b.name, js)
 	if err != nil {
 		return nil, err
 	}
-	return &lbConfig{spec: spec}, nil
+	spec, err := b.parse(rest)
+	if err != nil {
+		return nil, err
+	}
+	return &lbConfig{spec: spec, eject: ej}, nil
 }
 
 func (b builder) Build(cc balancer.ClientConn, opts balancer.BuildOptions) balancer.Balancer {
@@ -176,9 +215,13 @@ type frame struct {
 
 	cfg    *lbConfig // guarded by grpc's serialisation of balancer calls
 	policy atomic.Pointer[policyBox]
+	health Keyed[health] // per instance, across pickers
 }
 
-type policyBox struct{ Policy }
+type policyBox struct {
+	Policy
+	ej *ejector // nil when ejection is off
+}
 
 func (f *frame) UpdateClientConnState(ccs balancer.ClientConnState) error {
 	cfg, ok := ccs.BalancerConfig.(*lbConfig)
@@ -187,7 +230,11 @@ func (f *frame) UpdateClientConnState(ccs balancer.ClientConnState) error {
 	}
 	if cfg != f.cfg {
 		f.cfg = cfg
-		f.policy.Store(&policyBox{cfg.spec.NewPolicy()})
+		box := &policyBox{Policy: cfg.spec.NewPolicy()}
+		if !cfg.eject.Disabled {
+			box.ej = &ejector{cfg: cfg.eject, now: unixNano}
+		}
+		f.policy.Store(box)
 	}
 	return f.child.UpdateClientConnState(balancer.ClientConnState{
 		ResolverState: pickfirst.EnableHealthListener(ccs.ResolverState),
@@ -227,12 +274,24 @@ func (f *frame) UpdateState(state balancer.State) {
 		eps = append(eps, e)
 	}
 	sort.Slice(eps, func(i, j int) bool { return eps[i].Addr < eps[j].Addr })
+	hs := f.health.Sync(eps, func() *health { return new(health) })
+	for i := range eps {
+		eps[i].Picker = &tracked{addr: eps[i].Addr, inner: eps[i].Picker, health: hs[i], ej: pb.ej}
+	}
+	if pb.ej != nil {
+		pb.ej.setAll(hs)
+	}
 	if p := pb.Picker(WithoutZeroWeight(eps)); p != nil {
-		f.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: p})
+		f.ClientConn.UpdateState(balancer.State{ConnectivityState: connectivity.Ready, Picker: &skipping{inner: p, tries: skipTries}})
 		return
 	}
 	f.ClientConn.UpdateState(state) // nothing ready: endpointsharding's picker queues or fails
 }
+
+// skipTries is how many picks a call gets before it takes a skipped
+// (avoided or ejected) instance: with half the instances skipped, a random
+// policy finds another in 6 tries 98% of the time.
+const skipTries = 6
 
 // WithoutZeroWeight drops the instances registered with weight 0 ("no new
 // calls"), unless no ready instance is left without them.

@@ -1,0 +1,88 @@
+package lb
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"time"
+)
+
+type avoidKey struct{}
+
+// Avoid returns ctx asking lodestar's balancers to pick, for calls made
+// with it, an instance other than addrs ("host:port") where another is
+// ready. Retries use it to try a different instance than the one that
+// failed. When every ready instance is avoided, one of them is picked
+// all the same.
+func Avoid(ctx context.Context, addrs ...string) context.Context {
+	if len(addrs) == 0 {
+		return ctx
+	}
+	prev := Avoided(ctx)
+	return context.WithValue(ctx, avoidKey{}, append(slices.Clip(prev), addrs...))
+}
+
+// Avoided returns the addresses ctx asks balancers to avoid.
+func Avoided(ctx context.Context) []string {
+	a, _ := ctx.Value(avoidKey{}).([]string)
+	return a
+}
+
+// OutlierEjection configures the ejection of failing instances, which
+// every lodestar policy applies: an instance whose calls fail
+// ConsecutiveFailures times in a row (with UNAVAILABLE, INTERNAL, UNKNOWN,
+// DATA_LOSS or DEADLINE_EXCEEDED) gets no new calls for BaseEjectionTime
+// times the number of times it has been ejected (at most
+// MaxEjectionTime), but never more than MaxEjectionPercent of the
+// instances are ejected at once. An ejected instance gets calls again when
+// its time is up; if it fails again, it is ejected for longer. Ejection
+// counts reset once an instance has gone MaxEjectionTime without being
+// ejected.
+//
+// In a service config it is the "outlierEjection" field of the top-level
+// lodestar policy's config; with lodestar.Dial, lodestar.WithOutlierEjection.
+type OutlierEjection struct {
+	Disabled            bool     `json:"disabled,omitempty"`
+	ConsecutiveFailures int      `json:"consecutiveFailures,omitempty"` // default 5
+	BaseEjectionTime    Duration `json:"baseEjectionTime,omitempty"`    // default 30s
+	MaxEjectionTime     Duration `json:"maxEjectionTime,omitempty"`     // default 5m
+	MaxEjectionPercent  int      `json:"maxEjectionPercent,omitempty"`  // default 50
+}
+
+// WithDefaults returns o with its zero fields set to the defaults, or an
+// error naming a field out of range.
+func (o OutlierEjection) WithDefaults() (OutlierEjection, error) {
+	if o.ConsecutiveFailures == 0 {
+		o.ConsecutiveFailures = 5
+	}
+	if o.BaseEjectionTime == 0 {
+		o.BaseEjectionTime = Duration(30 * time.Second)
+	}
+	if o.MaxEjectionTime == 0 {
+		o.MaxEjectionTime = Duration(5 * time.Minute)
+	}
+	if o.MaxEjectionPercent == 0 {
+		o.MaxEjectionPercent = 50
+	}
+	switch {
+	case o.ConsecutiveFailures < 1:
+		return o, fmt.Errorf("outlierEjection: consecutiveFailures %d: want at least 1", o.ConsecutiveFailures)
+	case o.BaseEjectionTime < Duration(time.Millisecond):
+		return o, fmt.Errorf("outlierEjection: baseEjectionTime %v: want at least 1ms", time.Duration(o.BaseEjectionTime))
+	case o.MaxEjectionTime < o.BaseEjectionTime:
+		return o, fmt.Errorf("outlierEjection: maxEjectionTime %v: want at least baseEjectionTime %v", time.Duration(o.MaxEjectionTime), time.Duration(o.BaseEjectionTime))
+	case o.MaxEjectionPercent < 1 || o.MaxEjectionPercent > 100:
+		return o, fmt.Errorf("outlierEjection: maxEjectionPercent %d: want 1 to 100", o.MaxEjectionPercent)
+	}
+	return o, nil
+}
+
+// EjectionField is the field of a top-level lodestar policy's config that
+// holds its OutlierEjection.
+const EjectionField = "outlierEjection"
+
+// String shows the duration as configs write it.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+var _ json.Marshaler = Duration(0)

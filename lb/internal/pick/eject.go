@@ -1,0 +1,143 @@
+package pick
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lodestar-rpc/lodestar/lb"
+)
+
+// errSkip is what a tracked picker returns for an instance the call
+// should not go to (avoided by the caller, or ejected); the frame's picker
+// then picks again.
+var errSkip = errors.New("pick: instance skipped")
+
+// noSkipKey marks the last pick of a call, which takes whatever comes.
+type noSkipKey struct{}
+
+// health is one instance's record for outlier ejection.
+type health struct {
+	consecutive atomic.Int64
+	until       atomic.Int64 // ejected until (unix ns); 0 when not ejected
+
+	mu        sync.Mutex
+	times     int   // ejections so far
+	lastEnded int64 // when the last ejection ended (unix ns)
+}
+
+// ejector applies one OutlierEjection config to a frame's instances.
+type ejector struct {
+	cfg lb.OutlierEjection
+	now func() int64
+
+	mu  sync.Mutex
+	all []*health // the frame's current instances
+}
+
+func (e *ejector) setAll(all []*health) {
+	e.mu.Lock()
+	e.all = all
+	e.mu.Unlock()
+}
+
+func ejectable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Internal, codes.Unknown, codes.DataLoss, codes.DeadlineExceeded:
+		return true
+	}
+	return false
+}
+
+// done records a call's outcome and ejects the instance if it has failed
+// too often in a row.
+func (e *ejector) done(h *health, err error) {
+	if !ejectable(err) {
+		if err == nil || status.Code(err) != codes.Canceled {
+			h.consecutive.Store(0)
+		}
+		return
+	}
+	if h.consecutive.Add(1) < int64(e.cfg.ConsecutiveFailures) {
+		return
+	}
+	now := e.now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if h.until.Load() > now {
+		return // already ejected
+	}
+	ejected := 0
+	for _, o := range e.all {
+		if o.until.Load() > now {
+			ejected++
+		}
+	}
+	if (ejected+1)*100 > e.cfg.MaxEjectionPercent*len(e.all) {
+		return // would eject too many: keep it
+	}
+	h.mu.Lock()
+	if h.lastEnded > 0 && now-h.lastEnded > int64(e.cfg.MaxEjectionTime) {
+		h.times = 0 // behaved long enough: forgiven
+	}
+	h.times++
+	d := min(int64(e.cfg.BaseEjectionTime)*int64(h.times), int64(e.cfg.MaxEjectionTime))
+	h.lastEnded = now + d
+	h.mu.Unlock()
+	h.consecutive.Store(0)
+	h.until.Store(now + d)
+}
+
+// tracked wraps one instance's picker: it skips the instance when the call
+// avoids it or it is ejected, and reports outcomes to the ejector.
+type tracked struct {
+	addr   string
+	inner  balancer.Picker
+	health *health
+	ej     *ejector // nil when ejection is off
+}
+
+func (t *tracked) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	if info.Ctx.Value(noSkipKey{}) == nil {
+		if t.ej != nil {
+			if until := t.health.until.Load(); until != 0 && until > t.ej.now() {
+				return balancer.PickResult{}, errSkip
+			}
+		}
+		if avoid := lb.Avoided(info.Ctx); len(avoid) > 0 && slices.Contains(avoid, t.addr) {
+			return balancer.PickResult{}, errSkip
+		}
+	}
+	res, err := t.inner.Pick(info)
+	if err != nil || t.ej == nil {
+		return res, err
+	}
+	return OnDone(res, func(di balancer.DoneInfo) { t.ej.done(t.health, di.Err) }), nil
+}
+
+// skipping is the frame's picker: it picks again when the policy chose a
+// skipped instance, and the last time takes whatever comes.
+type skipping struct {
+	inner balancer.Picker
+	tries int
+}
+
+func (p *skipping) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
+	for range p.tries {
+		res, err := p.inner.Pick(info)
+		if err != errSkip {
+			return res, err
+		}
+	}
+	info.Ctx = context.WithValue(info.Ctx, noSkipKey{}, true)
+	return p.inner.Pick(info)
+}
+
+func unixNano() int64 { return time.Now().UnixNano() }
