@@ -12,7 +12,7 @@ import "github.com/lodestar-rpc/lodestar/lb/internal/pick"
 // Name is the policy's name in service configs.
 const Name = "lodestar_round_robin"
 
-func init() { pick.Register(Name, pick.ParseRoundRobin) }
+func init() { pick.Register(Name, pick.RoundRobinParser(Name)) }
 
 // Config is the policy's configuration. It has no fields of its own; the
 // outlierEjection field every lodestar policy takes is lb.OutlierEjection.

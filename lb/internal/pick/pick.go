@@ -85,14 +85,17 @@ func register(name string, parse Parser) {
 // the same policy as a grpc balancer, under its own name).
 const RoundRobin = "round_robin"
 
-func init() { register(RoundRobin, ParseRoundRobin) }
+func init() { register(RoundRobin, RoundRobinParser(RoundRobin)) }
 
-// ParseRoundRobin parses the (empty) config of round robin.
-func ParseRoundRobin(js json.RawMessage) (Spec, error) {
-	if err := Strict(RoundRobin, js, &struct{}{}); err != nil {
-		return nil, err
+// RoundRobinParser parses the (empty) config of round robin registered
+// under name.
+func RoundRobinParser(name string) Parser {
+	return func(js json.RawMessage) (Spec, error) {
+		if err := Strict(name, js, &struct{}{}); err != nil {
+			return nil, err
+		}
+		return rrSpec{}, nil
 	}
-	return rrSpec{}, nil
 }
 
 // Strict decodes js (empty means defaults) into v, refusing unknown
