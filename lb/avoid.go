@@ -8,7 +8,18 @@ import (
 	"time"
 )
 
-type avoidKey struct{}
+type callKey struct{}
+
+// call is what a call's context tells lodestar's balancers.
+type call struct {
+	avoid  []string
+	onPick func(addr string)
+}
+
+func callOf(ctx context.Context) *call {
+	c, _ := ctx.Value(callKey{}).(*call)
+	return c
+}
 
 // Avoid returns ctx asking lodestar's balancers to pick, for calls made
 // with it, an instance other than addrs ("host:port") where another is
@@ -19,14 +30,47 @@ func Avoid(ctx context.Context, addrs ...string) context.Context {
 	if len(addrs) == 0 {
 		return ctx
 	}
-	prev := Avoided(ctx)
-	return context.WithValue(ctx, avoidKey{}, append(slices.Clip(prev), addrs...))
+	c := &call{}
+	if prev := callOf(ctx); prev != nil {
+		*c = *prev
+	}
+	c.avoid = append(slices.Clip(c.avoid), addrs...)
+	return context.WithValue(ctx, callKey{}, c)
+}
+
+// OnPick returns ctx asking lodestar's balancers to call fn with the
+// address of the instance picked for each attempt of calls made with it,
+// as soon as it is picked (hedging uses it to send its hedge elsewhere),
+// after any function set on ctx before. fn must not block.
+func OnPick(ctx context.Context, fn func(addr string)) context.Context {
+	c := &call{onPick: fn}
+	if prev := callOf(ctx); prev != nil {
+		*c = *prev
+		if before := prev.onPick; before != nil {
+			c.onPick = func(addr string) { before(addr); fn(addr) }
+		} else {
+			c.onPick = fn
+		}
+	}
+	return context.WithValue(ctx, callKey{}, c)
 }
 
 // Avoided returns the addresses ctx asks balancers to avoid.
 func Avoided(ctx context.Context) []string {
-	a, _ := ctx.Value(avoidKey{}).([]string)
-	return a
+	if c := callOf(ctx); c != nil {
+		return c.avoid
+	}
+	return nil
+}
+
+// Steer is for balancers: it reports whether the call of ctx should avoid
+// addr, and returns the function to tell of a pick (nil if none).
+func Steer(ctx context.Context, addr string) (avoid bool, picked func(addr string)) {
+	c := callOf(ctx)
+	if c == nil {
+		return false, nil
+	}
+	return slices.Contains(c.avoid, addr), c.onPick
 }
 
 // OutlierEjection configures the ejection of failing instances, which

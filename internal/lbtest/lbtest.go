@@ -83,13 +83,24 @@ func (r *Rig) Index(addr string) int {
 // (nil for none), plus opts.
 func (r *Rig) Dial(name string, config any, opts ...grpc.DialOption) *grpc.ClientConn {
 	r.t.Helper()
+	return r.dial(ServiceConfig(r.t, name, config), opts...)
+}
+
+// DialPlain is Dial without grpc's retry policy.
+func (r *Rig) DialPlain(name string, config any, opts ...grpc.DialOption) *grpc.ClientConn {
+	r.t.Helper()
+	return r.dial(LBConfig(r.t, name, config), opts...)
+}
+
+func (r *Rig) dial(sc string, opts ...grpc.DialOption) *grpc.ClientConn {
+	r.t.Helper()
 	b, err := discovery.NewBuilder(r.Cli)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	conn, err := grpc.NewClient(discovery.Target(Service), append([]grpc.DialOption{grpc.WithResolvers(b),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(ServiceConfig(r.t, name, config))}, opts...)...)
+		grpc.WithDefaultServiceConfig(sc)}, opts...)...)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -111,6 +122,19 @@ func ServiceConfig(t testing.TB, name string, config any) string {
 	return fmt.Sprintf(`{"loadBalancingConfig":[{%q:%s}],
 	  "methodConfig":[{"name":[{"service":"grpc.health.v1.Health"}],
 	    "retryPolicy":{"maxAttempts":4,"initialBackoff":"0.05s","maxBackoff":"0.5s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]}`, name, js)
+}
+
+// LBConfig returns a service config selecting the balancer name with
+// config (nil for {}), and nothing else.
+func LBConfig(t testing.TB, name string, config any) string {
+	if config == nil {
+		config = struct{}{}
+	}
+	js, err := json.Marshal(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf(`{"loadBalancingConfig":[{%q:%s}]}`, name, js)
 }
 
 // Call makes one call on conn with ctx and returns the index of the server

@@ -25,6 +25,7 @@ type Server struct {
 	delay atomic.Int64 // ns each call waits before answering
 	hold  atomic.Pointer[hold]
 	some  atomic.Pointer[failSome]
+	stall atomic.Pointer[stallSome]
 
 	healthpb.UnimplementedHealthServer
 	srv      *grpc.Server
@@ -76,7 +77,11 @@ func (s *Server) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*he
 			return nil, status.FromContextError(ctx.Err()).Err()
 		}
 	}
-	if d := time.Duration(s.delay.Load()); d > 0 {
+	d := time.Duration(s.delay.Load())
+	if st := s.stall.Load(); st != nil && (n-1)%st.of < st.n {
+		d = st.d
+	}
+	if d > 0 {
 		t := time.NewTimer(d)
 		select {
 		case <-t.C:
@@ -117,6 +122,21 @@ func (s *Server) FailSome(c codes.Code, n, of int) {
 		return
 	}
 	s.some.Store(&failSome{st: status.New(c, "testserver: told to fail some"), n: int64(n), of: int64(of)})
+}
+
+type stallSome struct {
+	d     time.Duration
+	n, of int64
+}
+
+// StallSome makes n of every `of` later calls wait d before answering
+// (counted as FailSome counts); n = 0 stops it.
+func (s *Server) StallSome(d time.Duration, n, of int) {
+	if n <= 0 || of <= 0 {
+		s.stall.Store(nil)
+		return
+	}
+	s.stall.Store(&stallSome{d: d, n: int64(n), of: int64(of)})
 }
 
 type hold struct {

@@ -15,16 +15,18 @@
 // a change of instances moves little more than the keys it must. grpc's
 // ring_hash_experimental reads its key only from a header, ignores
 // lodestar weights, and with a ring of default size balances 100
-// instances to a max/mean load near 1.3; the README compares the two.
+// instances over 100,000 keys to a max/mean load near 2 (lodestar: 1.08);
+// the README compares the two.
 //
 // An instance still making its first connection holds the calls for its
 // keys until it is ready (a few milliseconds on a healthy network), so
 // keys do not land elsewhere while a client starts. An instance that has
 // been ready and is no longer, or whose connection failed, keeps its slots
 // but its keys go, for as long as it is away, to the next usable instance
-// in the table (the same for every caller), and come back when it returns. All clients that see the
-// same instances compute the same table, so they agree on every key's
-// owner.
+// in the table (the same for every caller), and come back when it returns.
+// So do the keys of an ejected instance, and a retry steered away from an
+// instance with lb.Avoid. All clients that see the same instances compute
+// the same table, so they agree on every key's owner.
 package hash
 
 import (
@@ -210,14 +212,22 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 		return p.ready[rand.IntN(len(p.ready))].Pick(info)
 	}
 	slot := int(Sum(key) % uint64(len(p.table)))
+	skipped := false
 	for range len(p.table) { // bounded: some instance is usable
 		if pk := p.pickers[p.table[slot]]; pk != nil {
-			return pk.Pick(info)
+			res, err := pk.Pick(info)
+			if err != pick.ErrSkip {
+				return res, err
+			}
+			skipped = true // avoided or ejected: the next owner in the table
 		}
 		slot++
 		if slot == len(p.table) {
 			slot = 0
 		}
+	}
+	if skipped {
+		return balancer.PickResult{}, pick.ErrSkip // the frame's last try takes the owner
 	}
 	return p.ready[0].Pick(info)
 }

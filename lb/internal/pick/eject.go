@@ -3,7 +3,6 @@ package pick
 import (
 	"context"
 	"errors"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,10 +14,10 @@ import (
 	"github.com/lodestar-rpc/lodestar/lb"
 )
 
-// errSkip is what a tracked picker returns for an instance the call
-// should not go to (avoided by the caller, or ejected); the frame's picker
-// then picks again.
-var errSkip = errors.New("pick: instance skipped")
+// ErrSkip is what an instance's picker returns when the call should not go
+// to it (avoided by the caller, or ejected); the frame's picker then picks
+// again, and a policy may try another instance itself.
+var ErrSkip = errors.New("pick: instance skipped")
 
 // noSkipKey marks the last pick of a call, which takes whatever comes.
 type noSkipKey struct{}
@@ -105,19 +104,23 @@ type tracked struct {
 }
 
 func (t *tracked) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
-	if info.Ctx.Value(noSkipKey{}) == nil {
-		if t.ej != nil {
-			if until := t.health.until.Load(); until != 0 && until > t.ej.now() {
-				return balancer.PickResult{}, errSkip
-			}
-		}
-		if avoid := lb.Avoided(info.Ctx); len(avoid) > 0 && slices.Contains(avoid, t.addr) {
-			return balancer.PickResult{}, errSkip
-		}
+	skip, picked := lb.Steer(info.Ctx, t.addr)
+	if !skip && t.ej != nil {
+		until := t.health.until.Load()
+		skip = until != 0 && until > t.ej.now()
+	}
+	if skip && info.Ctx.Value(noSkipKey{}) == nil {
+		return balancer.PickResult{}, ErrSkip
 	}
 	res, err := t.inner.Pick(info)
-	if err != nil || t.ej == nil {
+	if err != nil {
 		return res, err
+	}
+	if picked != nil {
+		picked(t.addr)
+	}
+	if t.ej == nil {
+		return res, nil
 	}
 	return OnDone(res, func(di balancer.DoneInfo) { t.ej.done(t.health, di.Err) }), nil
 }
@@ -132,7 +135,7 @@ type skipping struct {
 func (p *skipping) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	for range p.tries {
 		res, err := p.inner.Pick(info)
-		if err != errSkip {
+		if err != ErrSkip {
 			return res, err
 		}
 	}

@@ -1,0 +1,243 @@
+package retry_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/lodestar-rpc/lodestar/internal/lbtest"
+	"github.com/lodestar-rpc/lodestar/lb"
+	"github.com/lodestar-rpc/lodestar/lb/hash"
+	"github.com/lodestar-rpc/lodestar/lb/roundrobin"
+	"github.com/lodestar-rpc/lodestar/registry"
+	"github.com/lodestar-rpc/lodestar/resilience/retry"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+const check = "/grpc.health.v1.Health/Check"
+
+func idempotent(m string) bool { return m == check }
+
+// noEjection keeps failing instances in the balancer, so that what the
+// tests see is the retries' doing.
+var noEjection = struct {
+	Eject lb.OutlierEjection `json:"outlierEjection"`
+}{lb.OutlierEjection{Disabled: true}}
+
+// dial connects through the rig with the retrier and no retry policy of
+// grpc's own.
+func dial(t *testing.T, r *lbtest.Rig, rt *retry.Retrier, policy string, config any) *grpc.ClientConn {
+	t.Helper()
+	return r.DialPlain(policy, config, grpc.WithChainUnaryInterceptor(rt.UnaryClientInterceptor()))
+}
+
+func TestConfigValidated(t *testing.T) {
+	for _, c := range []struct {
+		cfg  retry.Config
+		want string
+	}{
+		{retry.Config{MaxAttempts: 6}, "maxAttempts 6: want 1 to 5"},
+		{retry.Config{InitialBackoff: time.Second, MaxBackoff: time.Millisecond}, "backoff 1s to 1ms"},
+		{retry.Config{BudgetRatio: 2}, "budgetRatio 2"},
+		{retry.Config{Codes: []codes.Code{codes.OK}}, "OK is not an error"},
+		{retry.Config{Hedge: map[string]retry.Hedge{check: {Delay: time.Second}}}, "hedge " + check + ": the method is not declared idempotent"},
+		{retry.Config{Idempotent: idempotent, Hedge: map[string]retry.Hedge{check: {}}}, "set either delay"},
+		{retry.Config{Idempotent: idempotent, Hedge: map[string]retry.Hedge{check: {Quantile: 1.5, Delay: 0}}}, "quantile 1.5"},
+	} {
+		if _, err := retry.New(c.cfg); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want %q", c.cfg, err, c.want)
+		}
+	}
+}
+
+// One of three instances answers UNAVAILABLE to everything: with the
+// defaults (retries and ejection), idempotent calls all succeed; a
+// non-idempotent method's handler runs once per call.
+func TestIdempotentRetriedOthersNot(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
+	rt, err := retry.New(retry.Config{Idempotent: idempotent})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, r, rt, roundrobin.Name, nil)
+	r.WaitAll(conn, 0, 1, 2)
+	r.Srv[0].FailWith(codes.Unavailable)
+	ctx := context.Background()
+	for i := range 600 {
+		if _, err := r.Call(ctx, conn); err != nil {
+			t.Fatalf("idempotent call %d failed: %v", i, err)
+		}
+	}
+	calls, retries, _ := rt.Stats()
+	t.Logf("600 idempotent calls, 0 failed; retries %d (calls seen %d)", retries, calls)
+	if retries == 0 {
+		t.Error("no retries: the failing instance got no calls?")
+	}
+
+	// The same servers under a method not declared idempotent.
+	rt2, err := retry.New(retry.Config{Idempotent: func(string) bool { return false }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn2 := dial(t, r, rt2, roundrobin.Name, noEjection)
+	deadline := time.Now().Add(15 * time.Second)
+	for seen := map[int]bool{}; !seen[1] || !seen[2]; { // connected to the healthy ones
+		if time.Now().After(deadline) {
+			t.Fatal("healthy servers never answered")
+		}
+		if i, err := r.Call(ctx, conn2); err == nil {
+			seen[i] = true
+		}
+	}
+	before := int64(0)
+	for _, s := range r.Srv {
+		before += s.Calls()
+	}
+	failed := 0
+	for range 300 {
+		if _, err := r.Call(ctx, conn2); status.Code(err) == codes.Unavailable {
+			failed++
+		}
+	}
+	after := int64(0)
+	for _, s := range r.Srv {
+		after += s.Calls()
+	}
+	if after-before != 300 {
+		t.Errorf("300 non-idempotent calls ran %d handlers, want 300 (no retries)", after-before)
+	}
+	if failed < 50 {
+		t.Errorf("only %d of 300 non-idempotent calls failed; without ejection the failing instance gets a third", failed)
+	}
+}
+
+// With every instance failing, the attempts the servers see stay within
+// the budget: 20% of calls over the reserve of 10.
+func TestBudgetBoundsAttempts(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
+	rt, err := retry.New(retry.Config{Idempotent: idempotent, MaxAttempts: 5, InitialBackoff: time.Microsecond, MaxBackoff: time.Microsecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, r, rt, roundrobin.Name, noEjection)
+	r.WaitAll(conn, 0, 1, 2)
+	base := int64(0)
+	for _, s := range r.Srv {
+		base += s.Calls()
+		s.FailWith(codes.Unavailable)
+	}
+	const calls = 500
+	for range calls {
+		r.Call(context.Background(), conn)
+	}
+	attempts := int64(0)
+	for _, s := range r.Srv {
+		attempts += s.Calls()
+	}
+	attempts -= base
+	t.Logf("%d calls, every instance failing: %d attempts reached servers (budget allows %d)", calls, attempts, calls+calls/5+10)
+	if attempts > calls+calls/5+10 {
+		t.Errorf("%d attempts, over the budget of %d", attempts, calls+calls/5+10)
+	}
+	if attempts <= calls {
+		t.Errorf("no retries at all")
+	}
+}
+
+// A retry goes to another instance: a key whose owner fails is still
+// served, which the hash policy alone would never do.
+func TestRetryGoesElsewhere(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{})
+	// Half the keys need a retry: a budget for all of them.
+	rt, err := retry.New(retry.Config{Idempotent: idempotent, MaxAttempts: 2, BudgetRatio: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, r, rt, hash.Name, struct {
+		lb.OutlierEjection `json:"outlierEjection"`
+	}{lb.OutlierEjection{Disabled: true}})
+	r.WaitAll(conn, 0, 1)
+	r.Srv[0].FailWith(codes.Unavailable)
+	ctx := context.Background()
+	for k := range 200 {
+		kctx := hash.WithKey(ctx, fmt.Sprintf("user-%d", k))
+		i, err := r.Call(kctx, conn)
+		if err != nil {
+			t.Fatalf("key user-%d: %v", k, err)
+		}
+		if i != 1 {
+			t.Fatalf("key user-%d answered by %d", k, i)
+		}
+	}
+	_, retries, _ := rt.Stats()
+	owned := int(retries)
+	t.Logf("200 keys, %d owned by the failing instance, all served by the other on retry", owned)
+	if owned == 0 {
+		t.Error("no key was owned by the failing instance")
+	}
+}
+
+// No retry outlasts the caller's deadline.
+func TestRetryWithinDeadline(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{})
+	rt, err := retry.New(retry.Config{Idempotent: idempotent, InitialBackoff: 2 * time.Second, MaxBackoff: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, r, rt, roundrobin.Name, noEjection)
+	r.WaitAll(conn, 0)
+	r.Srv[0].FailWith(codes.Unavailable)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	var err2 error
+	for time.Since(start) < 250*time.Millisecond && err2 == nil {
+		_, err2 = r.Call(ctx, conn)
+	}
+	if status.Code(err2) != codes.Unavailable && status.Code(err2) != codes.DeadlineExceeded {
+		t.Fatalf("call: %v", err2)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("call took %v, past its 300ms deadline", took)
+	}
+}
+
+// With one of three instances stalling for a second on one call in five,
+// hedged calls do not wait for it: p99 stays far below the stall.
+func TestHedgingCutsTheStall(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
+	rt, err := retry.New(retry.Config{Idempotent: idempotent, Hedge: map[string]retry.Hedge{check: {Delay: 30 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, r, rt, roundrobin.Name, nil)
+	r.WaitAll(conn, 0, 1, 2)
+	r.Srv[0].StallSome(time.Second, 1, 5)
+	var lat []time.Duration
+	for range 300 {
+		start := time.Now()
+		if _, err := r.Call(context.Background(), conn); err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	p99 := lat[len(lat)*99/100]
+	_, _, hedges := rt.Stats()
+	t.Logf("300 calls, one instance stalling 1s on one call in 5: p50 %v, p99 %v, %d hedges", lat[len(lat)/2], p99, hedges)
+	if p99 > 300*time.Millisecond {
+		t.Errorf("p99 %v, want well below the 1s stall", p99)
+	}
+	if hedges == 0 {
+		t.Error("no hedges sent")
+	}
+}
