@@ -22,6 +22,9 @@ import (
 	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/registry"
+	"github.com/lodestar-rpc/lodestar/resilience/breaker"
+	"github.com/lodestar-rpc/lodestar/resilience/deadline"
+	"github.com/lodestar-rpc/lodestar/resilience/retry"
 )
 
 // Conn is a client connection to every instance of one service. It is a
@@ -86,8 +89,14 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 		c.closeClient()
 		return nil, err
 	}
+	ints, err := clientInterceptors(cfg)
+	if err != nil {
+		c.closeClient()
+		return nil, err
+	}
 	dopts := append([]grpc.DialOption{
 		grpc.WithResolvers(b),
+		grpc.WithChainUnaryInterceptor(ints...),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
@@ -120,8 +129,8 @@ type methodName struct {
 	Method  string `json:"method,omitempty"`
 }
 
-// serviceConfig builds the default service config: the balancer, health
-// checking, and a retry policy for the idempotent methods.
+// serviceConfig builds the default service config: the balancer and
+// health checking. Retries are the interceptors' (clientInterceptors).
 func serviceConfig(cfg config) (string, error) {
 	lbConfig := map[string]json.RawMessage{}
 	if cfg.balancerCfg != nil {
@@ -149,32 +158,55 @@ func serviceConfig(cfg config) (string, error) {
 	if cfg.healthCheck {
 		sc["healthCheckConfig"] = map[string]any{"serviceName": ""}
 	}
-	names, err := idempotentMethods(cfg)
-	if err != nil {
-		return "", err
-	}
-	if len(names) > 0 {
-		sc["methodConfig"] = []any{map[string]any{
-			"name": names,
-			"retryPolicy": map[string]any{
-				"maxAttempts": cfg.maxAttempts,
-				// grpc waits a random time up to the backoff: long enough
-				// for the channel to see a dead instance's connection close
-				// and stop picking it.
-				"initialBackoff":       "0.05s",
-				"maxBackoff":           "0.5s",
-				"backoffMultiplier":    2,
-				"retryableStatusCodes": []string{"UNAVAILABLE"},
-			},
-		}}
-		// grpc's retry token bucket: a failed attempt costs a token, a
-		// success returns 0.1, and retries pause below half the bucket. A
-		// burst of up to about 500 failures is retried; a service failing
-		// much more than it succeeds is not hammered.
-		sc["retryThrottling"] = map[string]any{"maxTokens": 1000, "tokenRatio": 0.1}
-	}
 	b, err := json.Marshal(sc)
 	return string(b), err
+}
+
+// clientInterceptors returns the unary interceptors, outermost first:
+// breaker (if on), default deadline, retries and hedging.
+func clientInterceptors(cfg config) ([]grpc.UnaryClientInterceptor, error) {
+	var out []grpc.UnaryClientInterceptor
+	if cfg.breakerOn {
+		b, err := breaker.New(cfg.breakers...)
+		if err != nil {
+			return nil, fmt.Errorf("lodestar: %w", err)
+		}
+		out = append(out, b.UnaryClientInterceptor())
+	}
+	if cfg.timeout > 0 || len(cfg.timeouts) > 0 {
+		d, err := deadline.New(cfg.timeout, cfg.timeouts)
+		if err != nil {
+			return nil, fmt.Errorf("lodestar: %w", err)
+		}
+		out = append(out, d.UnaryClientInterceptor())
+	}
+	names, err := idempotentMethods(cfg)
+	if err != nil {
+		return nil, err
+	}
+	exact, services := map[string]bool{}, map[string]bool{}
+	for _, n := range names {
+		if n.Method == "" {
+			services["/"+n.Service+"/"] = true
+		} else {
+			exact["/"+n.Service+"/"+n.Method] = true
+		}
+	}
+	rc := cfg.retry
+	rc.MaxAttempts = cfg.maxAttempts
+	rc.Hedge = cfg.hedge
+	rc.Idempotent = func(method string) bool {
+		if exact[method] {
+			return true
+		}
+		i := strings.LastIndexByte(method, '/')
+		return i > 0 && services[method[:i+1]]
+	}
+	r, err := retry.New(rc)
+	if err != nil {
+		return nil, fmt.Errorf("lodestar: %w", err)
+	}
+	return append(out, r.UnaryClientInterceptor()), nil
 }
 
 // idempotentMethods lists the methods to retry: those named with

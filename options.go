@@ -11,6 +11,10 @@ import (
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/lb/roundrobin"
 	"github.com/lodestar-rpc/lodestar/registry"
+	"github.com/lodestar-rpc/lodestar/resilience/breaker"
+	"github.com/lodestar-rpc/lodestar/resilience/flow"
+	"github.com/lodestar-rpc/lodestar/resilience/retry"
+	"github.com/lodestar-rpc/lodestar/resilience/shed"
 )
 
 // Option configures NewServer and Dial. Options that only one of them uses
@@ -45,6 +49,16 @@ type config struct {
 	maxAttempts  int
 	healthCheck  bool
 	waitForReady bool
+
+	retry      retry.Config
+	hedge      map[string]retry.Hedge
+	breakerOn  bool
+	breakers   []breaker.Option
+	timeout    time.Duration
+	timeouts   map[string]time.Duration
+	flowRules  []flow.Rule
+	shed       *shed.Config
+	noRecovery bool
 }
 
 func defaultConfig() config {
@@ -60,6 +74,7 @@ func defaultConfig() config {
 		autoIdem:    true,
 		maxAttempts: 4,
 		healthCheck: true,
+		timeout:     DefaultTimeout,
 	}
 }
 
@@ -190,9 +205,70 @@ func WithoutProtoIdempotency() Option {
 }
 
 // WithMaxAttempts sets how many times an idempotent call is tried in all,
-// 2-5 (client; default 4).
+// 2-5 (client; default 4), each retry on another instance where there is
+// one, within a budget of 20% of calls (WithRetry for the rest).
 func WithMaxAttempts(n int) Option {
 	return optionFunc(func(c *config) { c.maxAttempts = n })
+}
+
+// WithRetry sets the retry configuration beyond what the other options
+// set (client): backoff, retried codes, budget. Its Idempotent and
+// MaxAttempts fields are ignored: WithIdempotent, the protos' options and
+// WithMaxAttempts set those.
+func WithRetry(cfg retry.Config) Option {
+	return optionFunc(func(c *config) { c.retry = cfg })
+}
+
+// WithHedging hedges calls of an idempotent method (client): when the
+// first attempt has not answered after h's delay (fixed, or a quantile of
+// recent latencies), a second goes to another instance, and the first
+// answer wins.
+func WithHedging(method string, h retry.Hedge) Option {
+	return optionFunc(func(c *config) {
+		if c.hedge == nil {
+			c.hedge = map[string]retry.Hedge{}
+		}
+		c.hedge[method] = h
+	})
+}
+
+// WithBreaker puts a circuit breaker per method in front of every call
+// (client; off by default), configured by opts: ratios, fallbacks, state
+// callbacks.
+func WithBreaker(opts ...breaker.Option) Option {
+	return optionFunc(func(c *config) { c.breakerOn, c.breakers = true, opts })
+}
+
+// DefaultTimeout is the deadline Dial gives a unary call whose caller
+// set none.
+const DefaultTimeout = 30 * time.Second
+
+// WithTimeout sets the deadline of unary calls whose caller set none
+// (client; default DefaultTimeout, 0 for none), and per method
+// ("/pkg.Service/Method" or "/pkg.Service/*").
+func WithTimeout(all time.Duration, perMethod map[string]time.Duration) Option {
+	return optionFunc(func(c *config) { c.timeout, c.timeouts = all, perMethod })
+}
+
+// WithFlowRules limits calls per method on the server (server): QPS, with
+// warm-up and a bounded wait, and concurrency; calls over a limit get
+// RESOURCE_EXHAUSTED naming the rule. Server.FlowLimiter changes the rules
+// while serving.
+func WithFlowRules(rules ...flow.Rule) Option {
+	return optionFunc(func(c *config) { c.flowRules = rules })
+}
+
+// WithShedding turns on adaptive shedding (server; off by default): while
+// the process is over its CPU threshold, calls beyond what it has shown
+// it can complete are rejected at once with RESOURCE_EXHAUSTED.
+func WithShedding(cfg shed.Config) Option {
+	return optionFunc(func(c *config) { c.shed = &cfg })
+}
+
+// WithoutRecovery lets a handler's panic crash the process (server); by
+// default it becomes an INTERNAL error with the stack logged.
+func WithoutRecovery() Option {
+	return optionFunc(func(c *config) { c.noRecovery = true })
 }
 
 // WithoutHealthCheck turns off grpc's client-side health checking (client;

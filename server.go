@@ -21,6 +21,9 @@ import (
 
 	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/registry"
+	"github.com/lodestar-rpc/lodestar/resilience/flow"
+	"github.com/lodestar-rpc/lodestar/resilience/recovery"
+	"github.com/lodestar-rpc/lodestar/resilience/shed"
 )
 
 // Server is a gRPC server that registers itself in etcd once it listens,
@@ -37,6 +40,8 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 	reg    *registry.Registrar
+	flow   *flow.Limiter
+	shed   *shed.Shedder // nil unless WithShedding
 
 	lastStart atomic.Int64 // unix nanos of the last call started (health excluded)
 
@@ -78,10 +83,37 @@ func NewServer(name string, opts ...Option) (*Server, error) {
 	}
 	s := &Server{name: name, cfg: cfg, statuses: map[string]healthpb.HealthCheckResponse_ServingStatus{},
 		ready: make(chan struct{}), served: make(chan struct{})}
+	unary := []grpc.UnaryServerInterceptor{s.trackUnary}
+	stream := []grpc.StreamServerInterceptor{s.trackStream}
+	if !cfg.noRecovery {
+		unary = append(unary, recovery.UnaryServerInterceptor(cfg.logger))
+		stream = append(stream, recovery.StreamServerInterceptor(cfg.logger))
+	}
+	lim, err := flow.New(cfg.flowRules...)
+	if err != nil {
+		return nil, fmt.Errorf("lodestar: %w", err)
+	}
+	s.flow = lim
+	if cfg.shed != nil {
+		sc := *cfg.shed
+		if sc.Exempt == nil {
+			sc.Exempt = func(m string) bool { return strings.HasPrefix(m, "/grpc.health.v1.Health/") }
+		}
+		sh, err := shed.New(sc)
+		if err != nil {
+			return nil, fmt.Errorf("lodestar: %w", err)
+		}
+		s.shed = sh
+		unary = append(unary, sh.UnaryServerInterceptor())
+		stream = append(stream, sh.StreamServerInterceptor())
+	}
+	unary = append(unary, lim.UnaryServerInterceptor())
+	stream = append(stream, lim.StreamServerInterceptor())
 	s.cli = cfg.cli
 	if s.cli == nil {
 		cli, err := etcdclient.New(cfg.etcd)
 		if err != nil {
+			s.releaseShed()
 			return nil, err
 		}
 		s.cli, s.owns = cli, true
@@ -93,8 +125,8 @@ func NewServer(name string, opts ...Option) (*Server, error) {
 	}
 	s.reg = reg
 	sopts := append([]grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(s.trackUnary),
-		grpc.ChainStreamInterceptor(s.trackStream),
+		grpc.ChainUnaryInterceptor(unary...),
+		grpc.ChainStreamInterceptor(stream...),
 		// Let clients ping idle connections (Dial does every 30 s), so a
 		// dead server is noticed without a call failing first.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -391,11 +423,24 @@ func (s *Server) Stop() {
 	})
 }
 
+// closeClient releases what the server holds besides the registrar: the
+// shedder's sampler and the etcd client, if the server made it.
 func (s *Server) closeClient() {
+	s.releaseShed()
 	if s.owns {
 		s.cli.Close()
 	}
 }
+
+func (s *Server) releaseShed() {
+	if s.shed != nil {
+		s.shed.Close()
+	}
+}
+
+// FlowLimiter returns the server's flow limiter, whose rules Update
+// replaces while serving.
+func (s *Server) FlowLimiter() *flow.Limiter { return s.flow }
 
 func (s *Server) trackUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 	if !strings.HasPrefix(info.FullMethod, "/grpc.health.v1.") {

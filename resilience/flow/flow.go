@@ -35,7 +35,8 @@ import (
 type Rule struct {
 	// Method is a full method name ("/order.OrderService/CreateOrder"), a
 	// service ("/order.OrderService/*", the methods share the limits) or
-	// "*" (all calls share them). The most specific rule applies.
+	// "*" (all calls share them). The most specific rule applies. "*"
+	// does not limit health checks (grpc.health.v1): a rule must name them.
 	Method string `json:"method"`
 	// QPS is the most calls admitted per second (0: no rate limit).
 	QPS float64 `json:"qps,omitempty"`
@@ -186,6 +187,11 @@ func (s *ruleSet) find(method string) *limit {
 	return s.exact[method]
 }
 
+// healthPrefix starts the methods of grpc's health service, which the "*"
+// rule leaves alone: a health check rejected under load
+// would take a busy instance out of every client's list.
+const healthPrefix = "/grpc.health.v1.Health/"
+
 // match returns the most specific limit for a full method name, or nil.
 func (s *ruleSet) match(fullMethod string) *limit {
 	if lim, ok := s.exact[fullMethod]; ok {
@@ -197,6 +203,9 @@ func (s *ruleSet) match(fullMethod string) *limit {
 				return lim
 			}
 		}
+	}
+	if strings.HasPrefix(fullMethod, healthPrefix) {
+		return nil // "*" leaves health checks alone
 	}
 	return s.all
 }

@@ -112,13 +112,18 @@ func TestConcurrencyLimitHoldsExactly(t *testing.T) {
 	s, conn, _ := serve(t, flow.Rule{Method: "/grpc.health.v1.Health/*", Concurrency: 4})
 	entered, release := s.HoldCalls()
 	defer release()
-	ctx := context.Background()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	errs := make(chan error, 10)
 	for range 10 {
 		go func() { errs <- testserver.Call(ctx, conn) }()
 	}
 	for range 4 {
-		<-entered
+		select {
+		case <-entered:
+		case <-ctx.Done():
+			t.Fatal("4 calls never reached the handler")
+		}
 	}
 	for range 6 {
 		err := <-errs
@@ -192,9 +197,15 @@ func TestUpdate(t *testing.T) {
 	s, conn, lim := serve(t, flow.Rule{Method: check, Concurrency: 1})
 	entered, release := s.HoldCalls()
 	defer release()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- testserver.Call(context.Background(), conn) }()
-	<-entered
+	go func() { done <- testserver.Call(ctx, conn) }()
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("the call never reached the handler")
+	}
 	// Same rule plus another: the call in flight still counts.
 	if err := lim.Update(flow.Rule{Method: check, Concurrency: 1}, flow.Rule{Method: "*", QPS: 1000}); err != nil {
 		t.Fatal(err)

@@ -40,12 +40,17 @@ type Config struct {
 	// CPU returns the current CPU use from 0 to 1; nil reads the
 	// cgroup or /proc/stat.
 	CPU func() float64
+	// Exempt names methods never shed (lodestar.NewServer exempts health
+	// checks: failing them under load would take a busy instance out of
+	// every client's list and pile its load on the others).
+	Exempt func(fullMethod string) bool
 }
 
 // Shedder is an adaptive limiter; Close stops its CPU sampler.
 type Shedder struct {
 	threshold float64
 	cpu       func() float64
+	exempt    func(string) bool
 	now       func() time.Time
 
 	inflight atomic.Int64
@@ -83,7 +88,7 @@ func New(cfg Config) (*Shedder, error) {
 	if cfg.Window < time.Second {
 		return nil, fmt.Errorf("shed: window %v: want at least 1s", cfg.Window)
 	}
-	s := &Shedder{threshold: cfg.CPUThreshold, cpu: cfg.CPU, now: time.Now,
+	s := &Shedder{threshold: cfg.CPUThreshold, cpu: cfg.CPU, exempt: cfg.Exempt, now: time.Now,
 		period: cfg.Window / buckets, buckets: make([]bucket, buckets)}
 	s.start = s.now()
 	if s.cpu == nil {
@@ -187,6 +192,9 @@ func (s *Shedder) overloaded(now time.Time) bool {
 // UnaryServerInterceptor sheds unary calls.
 func (s *Shedder) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		if s.exempt != nil && s.exempt(info.FullMethod) {
+			return handler(ctx, req)
+		}
 		done, err := s.Allow()
 		if err != nil {
 			return nil, err
@@ -199,6 +207,9 @@ func (s *Shedder) UnaryServerInterceptor() grpc.UnaryServerInterceptor {
 // StreamServerInterceptor sheds stream openings.
 func (s *Shedder) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		if s.exempt != nil && s.exempt(info.FullMethod) {
+			return handler(srv, ss)
+		}
 		done, err := s.Allow()
 		if err != nil {
 			return err
