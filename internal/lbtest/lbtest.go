@@ -60,7 +60,13 @@ func New(t testing.TB, md ...registry.Metadata) *Rig {
 // Add starts one more server, registers it with md and returns its index.
 func (r *Rig) Add(md registry.Metadata) int {
 	r.t.Helper()
-	s := testserver.Start(r.t)
+	return r.AddWith(md)
+}
+
+// AddWith is Add with server options (interceptors).
+func (r *Rig) AddWith(md registry.Metadata, opts ...grpc.ServerOption) int {
+	r.t.Helper()
+	s := testserver.StartWith(r.t, opts...)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := r.Reg.Register(ctx, registry.Instance{Service: Service, Addr: s.Addr, Metadata: md}); err != nil {
