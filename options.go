@@ -74,7 +74,6 @@ func defaultConfig() config {
 		autoIdem:    true,
 		maxAttempts: 4,
 		healthCheck: true,
-		timeout:     DefaultTimeout,
 	}
 }
 
@@ -239,13 +238,12 @@ func WithBreaker(opts ...breaker.Option) Option {
 	return optionFunc(func(c *config) { c.breakerOn, c.breakers = true, opts })
 }
 
-// DefaultTimeout is the deadline Dial gives a unary call whose caller
-// set none.
-const DefaultTimeout = 30 * time.Second
-
 // WithTimeout sets the deadline of unary calls whose caller set none
-// (client; default DefaultTimeout, 0 for none), and per method
-// ("/pkg.Service/Method" or "/pkg.Service/*").
+// (client; by default they have none), for all methods (0: none) and per
+// method ("/pkg.Service/Method" or "/pkg.Service/*"). A deadline has a
+// price in grpc whoever sets it (timers on both sides, a header): about
+// 10% of the throughput of the smallest calls, measured in
+// resilience's benchmarks.
 func WithTimeout(all time.Duration, perMethod map[string]time.Duration) Option {
 	return optionFunc(func(c *config) { c.timeout, c.timeouts = all, perMethod })
 }

@@ -23,18 +23,23 @@ import (
 
 const check = "/grpc.health.v1.Health/Check"
 
-// defaults returns the client interceptors lodestar.Dial installs: a
-// default deadline and retries (health Check declared idempotent).
+// defaults returns the client interceptors lodestar.Dial installs:
+// retries (health Check declared idempotent).
 func defaults(b *testing.B) []grpc.UnaryClientInterceptor {
-	d, err := deadline.New(30*time.Second, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
 	r, err := retry.New(retry.Config{Idempotent: func(m string) bool { return m == check }, MaxAttempts: 4})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return []grpc.UnaryClientInterceptor{d.UnaryClientInterceptor(), r.UnaryClientInterceptor()}
+	return []grpc.UnaryClientInterceptor{r.UnaryClientInterceptor()}
+}
+
+// withDeadline is the default-deadline interceptor (WithTimeout).
+func withDeadline(b *testing.B) grpc.UnaryClientInterceptor {
+	d, err := deadline.New(30*time.Second, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return d.UnaryClientInterceptor()
 }
 
 // serverChain returns the server interceptors lodestar.NewServer
@@ -61,13 +66,22 @@ func BenchmarkInterceptorOverhead(b *testing.B) {
 		with.AddWith(registry.Metadata{}, serverChain(b))
 	}
 	systems := []struct {
-		name string
-		dial func() *grpc.ClientConn
+		name     string
+		dial     func() *grpc.ClientConn
+		deadline bool // the caller sets a deadline on each call
 	}{
-		{"no interceptors", func() *grpc.ClientConn { return plain.DialPlain(roundrobin.Name, nil) }},
+		{"no interceptors", func() *grpc.ClientConn { return plain.DialPlain(roundrobin.Name, nil) }, false},
+		{"no interceptors, caller sets deadlines", func() *grpc.ClientConn { return plain.DialPlain(roundrobin.Name, nil) }, true},
+		{"server chain only", func() *grpc.ClientConn { return with.DialPlain(roundrobin.Name, nil) }, false},
+		{"client default-deadline interceptor", func() *grpc.ClientConn {
+			return plain.DialPlain(roundrobin.Name, nil, grpc.WithChainUnaryInterceptor(withDeadline(b)))
+		}, false},
+		{"client retry only", func() *grpc.ClientConn {
+			return plain.DialPlain(roundrobin.Name, nil, grpc.WithChainUnaryInterceptor(defaults(b)...))
+		}, false},
 		{"lodestar defaults (client + server)", func() *grpc.ClientConn {
 			return with.DialPlain(roundrobin.Name, nil, grpc.WithChainUnaryInterceptor(defaults(b)...))
-		}},
+		}, false},
 	}
 	for b.Loop() {
 		const rounds = 5
@@ -77,7 +91,7 @@ func BenchmarkInterceptorOverhead(b *testing.B) {
 			for i, s := range systems {
 				conn := s.dial()
 				warm(b, conn)
-				rate, lat, _ := drive(conn, 64, 2*time.Second)
+				rate, lat, _ := drive(conn, 64, 2*time.Second, s.deadline)
 				conn.Close()
 				rates[i] = append(rates[i], rate)
 				lats[i] = append(lats[i], lat...)
@@ -114,7 +128,7 @@ func BenchmarkOneInstanceFailingHalf(b *testing.B) {
 			var total, failed int
 			for range 3 {
 				conn := s.dial()
-				_, l, f := drive(conn, 64, 2*time.Second)
+				_, l, f := drive(conn, 64, 2*time.Second, false)
 				conn.Close()
 				lat = append(lat, l...)
 				total += len(l) + f
@@ -135,9 +149,10 @@ func warm(b *testing.B, conn *grpc.ClientConn) {
 	}
 }
 
-// drive makes calls from n goroutines for d: calls per second, latencies
-// of the successful calls in µs, and the number that failed.
-func drive(conn *grpc.ClientConn, n int, d time.Duration) (float64, []float64, int) {
+// drive makes calls from n goroutines for d, each with a 30 s deadline if
+// withDeadline: calls per second, latencies of the successful calls in
+// µs, and the number that failed.
+func drive(conn *grpc.ClientConn, n int, d time.Duration, withDeadline bool) (float64, []float64, int) {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	var mu sync.Mutex
@@ -150,7 +165,13 @@ func drive(conn *grpc.ClientConn, n int, d time.Duration) (float64, []float64, i
 			bad := 0
 			for ctx.Err() == nil {
 				start := time.Now()
-				if err := testserver.Call(context.Background(), conn); err != nil {
+				cctx, ccancel := context.Background(), context.CancelFunc(func() {})
+				if withDeadline {
+					cctx, ccancel = context.WithTimeout(cctx, 30*time.Second)
+				}
+				err := testserver.Call(cctx, conn)
+				ccancel()
+				if err != nil {
 					bad++
 					continue
 				}

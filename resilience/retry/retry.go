@@ -50,16 +50,17 @@ type Config struct {
 	// MaxAttempts is the most attempts of one call, the first included
 	// (default 3, at most 5).
 	MaxAttempts int
-	// InitialBackoff is the longest wait before the first retry (default
-	// 50ms); each later one may wait twice as long, up to MaxBackoff
-	// (default 500ms). Each wait is drawn uniformly up to its bound (full
-	// jitter).
+	// InitialBackoff bounds the wait before a retry (default 50ms); each
+	// later one may wait twice as long, up to MaxBackoff (default 500ms).
+	// Each wait is drawn uniformly up to its bound (full jitter). The
+	// first retry does not wait when a lodestar balancer steers it to
+	// another instance than the one that failed.
 	InitialBackoff, MaxBackoff time.Duration
 	// Codes are the status codes retried (default UNAVAILABLE).
 	Codes []codes.Code
 	// BudgetRatio is the most retries and hedges as a share of calls
-	// (default 0.2), over and above BudgetReserve (default 10) that a
-	// quiet client may spend at once.
+	// over the last 10 seconds (default 0.2), over and above
+	// BudgetReserve (default 10) that a quiet client may spend at once.
 	BudgetRatio   float64
 	BudgetReserve int
 	// Hedge lists the methods to hedge, which must also be idempotent.
@@ -205,7 +206,15 @@ func (r *Retrier) attempts(ctx context.Context, method string, req, reply any, c
 		if err == nil || !r.retryable(err) || attempt >= r.cfg.MaxAttempts || ctx.Err() != nil {
 			return err
 		}
-		wait := time.Duration(rand.Int64N(int64(bound) + 1))
+		a := picked.Load()
+		wait := time.Duration(0)
+		if a == nil || attempt > 1 {
+			// Backoff, unless this is the first retry and it goes to
+			// another instance than the one that failed: that one need
+			// not wait for anything to recover.
+			wait = time.Duration(rand.Int64N(int64(bound) + 1))
+			bound = min(2*bound, r.cfg.MaxBackoff)
+		}
 		if d, ok := ctx.Deadline(); ok && time.Until(d) <= wait {
 			return err // no time left for another attempt
 		}
@@ -213,7 +222,7 @@ func (r *Retrier) attempts(ctx context.Context, method string, req, reply any, c
 			return err
 		}
 		r.retries.Add(1)
-		if a := picked.Load(); a != nil {
+		if a != nil {
 			actx = lb.Avoid(actx, *a)
 		}
 		if wait > 0 {
@@ -225,7 +234,6 @@ func (r *Retrier) attempts(ctx context.Context, method string, req, reply any, c
 				return err
 			}
 		}
-		bound = min(2*bound, r.cfg.MaxBackoff)
 	}
 }
 
@@ -308,32 +316,56 @@ func (a *attempt) deliver(reply proto.Message, opts []grpc.CallOption) {
 	}
 }
 
-// budget is a token bucket filled by calls: each call adds ratio tokens,
-// each retry or hedge takes one, and the bucket holds at most reserve
-// (at least 1), so over time retries stay under ratio × calls + reserve.
+// budget keeps retries and hedges within ratio × calls + reserve over a
+// sliding window of 10 seconds (in 1-second buckets): a busy client may
+// absorb a burst of failures with the retries its recent calls earned,
+// and a client failing everywhere settles at the ratio.
 type budget struct {
-	mu            sync.Mutex
-	tokens, ratio float64
-	cap           float64
+	mu             sync.Mutex
+	ratio, reserve float64
+	now            func() time.Time
+	calls, spent   [10]float64
+	head           int
+	start          time.Time
 }
 
 func (b *budget) init(ratio, reserve float64) {
-	b.ratio, b.cap = ratio, max(reserve, 1)
-	b.tokens = reserve
+	b.ratio, b.reserve, b.now = ratio, reserve, time.Now
+	b.start = b.now()
+}
+
+// advance moves the head to now's bucket; b.mu is held.
+func (b *budget) advance() {
+	now := b.now()
+	steps := int(now.Sub(b.start) / time.Second)
+	if steps <= 0 {
+		return
+	}
+	for range min(steps, len(b.calls)) {
+		b.head = (b.head + 1) % len(b.calls)
+		b.calls[b.head], b.spent[b.head] = 0, 0
+	}
+	b.start = now.Add(-now.Sub(b.start) % time.Second)
 }
 
 func (b *budget) deposit() {
 	b.mu.Lock()
-	b.tokens = min(b.cap, b.tokens+b.ratio)
+	b.advance()
+	b.calls[b.head]++
 	b.mu.Unlock()
 }
 
 func (b *budget) withdraw() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.tokens < 1 {
+	b.advance()
+	var calls, spent float64
+	for i := range b.calls {
+		calls, spent = calls+b.calls[i], spent+b.spent[i]
+	}
+	if spent+1 > b.reserve+b.ratio*calls {
 		return false
 	}
-	b.tokens--
+	b.spent[b.head]++
 	return true
 }
