@@ -173,7 +173,7 @@ func clientInterceptors(cfg config) ([]grpc.UnaryClientInterceptor, error) {
 		}
 		out = append(out, b.UnaryClientInterceptor())
 	}
-	if cfg.timeout > 0 || len(cfg.timeouts) > 0 {
+	if cfg.timeout != 0 || len(cfg.timeouts) > 0 {
 		d, err := deadline.New(cfg.timeout, cfg.timeouts)
 		if err != nil {
 			return nil, fmt.Errorf("lodestar: %w", err)

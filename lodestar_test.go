@@ -72,6 +72,9 @@ type greeter struct {
 }
 
 func (greeter) SayHello(_ context.Context, r *greeterpb.HelloRequest) (*greeterpb.HelloResponse, error) {
+	if r.Name == "panic" {
+		panic("greeter told to panic")
+	}
 	return &greeterpb.HelloResponse{Message: "Hello " + r.Name}, nil
 }
 
