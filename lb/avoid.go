@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -14,11 +15,59 @@ type callKey struct{}
 type call struct {
 	avoid  []string
 	onPick func(addr string)
+	rec    *Recorder
 }
 
 func callOf(ctx context.Context) *call {
 	c, _ := ctx.Value(callKey{}).(*call)
 	return c
+}
+
+// Recorder keeps the address of the instance that lodestar's balancers
+// picked for the latest attempt of a call.
+type Recorder struct {
+	mu   sync.Mutex
+	addr string
+}
+
+// Addr returns the address picked last, or "" if none yet.
+func (r *Recorder) Addr() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.addr
+}
+
+func (r *Recorder) set(addr string) {
+	r.mu.Lock()
+	r.addr = addr
+	r.mu.Unlock()
+}
+
+// recordCtx is a context carrying a call and its recorder in one
+// allocation: Record is on the path of every retried method's calls.
+type recordCtx struct {
+	context.Context
+	c call
+	r Recorder
+}
+
+func (x *recordCtx) Value(key any) any {
+	if key == (callKey{}) {
+		return &x.c
+	}
+	return x.Context.Value(key)
+}
+
+// Record returns ctx whose calls report to the returned recorder the
+// instance picked for each attempt (retries use it to avoid that instance
+// next time). It replaces any recorder set on ctx before.
+func Record(ctx context.Context) (context.Context, *Recorder) {
+	x := &recordCtx{Context: ctx}
+	if prev := callOf(ctx); prev != nil {
+		x.c = *prev
+	}
+	x.c.rec = &x.r
+	return x, &x.r
 }
 
 // Avoid returns ctx asking lodestar's balancers to pick, for calls made
@@ -63,14 +112,30 @@ func Avoided(ctx context.Context) []string {
 	return nil
 }
 
+// Notifier tells a call's context of the instance picked for it.
+type Notifier struct {
+	fn  func(addr string)
+	rec *Recorder
+}
+
+// Picked tells of the pick of addr.
+func (n Notifier) Picked(addr string) {
+	if n.rec != nil {
+		n.rec.set(addr)
+	}
+	if n.fn != nil {
+		n.fn(addr)
+	}
+}
+
 // Steer is for balancers: it reports whether the call of ctx should avoid
-// addr, and returns the function to tell of a pick (nil if none).
-func Steer(ctx context.Context, addr string) (avoid bool, picked func(addr string)) {
+// addr, and returns whom to tell of a pick.
+func Steer(ctx context.Context, addr string) (avoid bool, n Notifier) {
 	c := callOf(ctx)
 	if c == nil {
-		return false, nil
+		return false, Notifier{}
 	}
-	return slices.Contains(c.avoid, addr), c.onPick
+	return slices.Contains(c.avoid, addr), Notifier{fn: c.onPick, rec: c.rec}
 }
 
 // OutlierEjection configures the ejection of failing instances, which

@@ -197,18 +197,16 @@ func (r *Retrier) UnaryClientInterceptor() grpc.UnaryClientInterceptor {
 
 // attempts makes the call, retrying on other instances.
 func (r *Retrier) attempts(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts []grpc.CallOption) error {
-	var picked atomic.Pointer[string]
-	actx := lb.OnPick(ctx, func(addr string) { picked.Store(&addr) })
+	actx, rec := lb.Record(ctx)
 	bound := r.cfg.InitialBackoff
 	for attempt := 1; ; attempt++ {
-		picked.Store(nil)
 		err := invoker(actx, method, req, reply, cc, opts...)
 		if err == nil || !r.retryable(err) || attempt >= r.cfg.MaxAttempts || ctx.Err() != nil {
 			return err
 		}
-		a := picked.Load()
+		a := rec.Addr()
 		wait := time.Duration(0)
-		if a == nil || attempt > 1 {
+		if a == "" || attempt > 1 {
 			// Backoff, unless this is the first retry and it goes to
 			// another instance than the one that failed: that one need
 			// not wait for anything to recover.
@@ -222,8 +220,8 @@ func (r *Retrier) attempts(ctx context.Context, method string, req, reply any, c
 			return err
 		}
 		r.retries.Add(1)
-		if a != nil {
-			actx = lb.Avoid(actx, *a)
+		if a != "" {
+			actx, rec = lb.Record(lb.Avoid(actx, a))
 		}
 		if wait > 0 {
 			t := time.NewTimer(wait)

@@ -116,9 +116,7 @@ func (t *tracked) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	if err != nil {
 		return res, err
 	}
-	if picked != nil {
-		picked(t.addr)
-	}
+	picked.Picked(t.addr)
 	if t.ej == nil {
 		return res, nil
 	}
