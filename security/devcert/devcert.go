@@ -1,0 +1,177 @@
+// Package devcert makes a certificate authority and certificates for
+// development and tests: ECDSA P-256 keys, PEM files, names and lifetimes
+// of your choice. "lodestar cert" uses it; production certificates come
+// from your own PKI.
+package devcert
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// CA is a certificate authority.
+type CA struct {
+	Cert    *x509.Certificate
+	Key     crypto.Signer
+	CertPEM []byte
+	KeyPEM  []byte
+}
+
+// NewCA makes a self-signed CA named name, valid for validity from now.
+func NewCA(name string, validity time.Duration) (*CA, error) {
+	if name == "" || validity <= 0 {
+		return nil, fmt.Errorf("devcert: CA %q valid for %v: want a name and a positive validity", name, validity)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial(),
+		Subject:               pkix.Name{CommonName: name, Organization: []string{"lodestar development"}},
+		NotBefore:             now.Add(-time.Minute),
+		NotAfter:              now.Add(validity),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: keyPEM}, nil
+}
+
+// Request describes a certificate to issue.
+type Request struct {
+	// CommonName is the subject's name (for a client, its identity, such
+	// as the service it is).
+	CommonName string
+	// DNSNames and IPs are the names a server answers to (for lodestar,
+	// the service name: clients verify it by default).
+	DNSNames []string
+	IPs      []net.IP
+	// NotBefore and NotAfter bound its validity (default: from a minute
+	// ago for a year).
+	NotBefore, NotAfter time.Time
+	// Server and Client set the key usages (both when neither is set).
+	Server, Client bool
+}
+
+// Issue returns a certificate and key for req, in PEM, signed by ca.
+func (ca *CA) Issue(req Request) (certPEM, keyPEM []byte, err error) {
+	if req.CommonName == "" {
+		return nil, nil, errors.New("devcert: a certificate needs a common name")
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	if req.NotBefore.IsZero() {
+		req.NotBefore = time.Now().Add(-time.Minute)
+	}
+	if req.NotAfter.IsZero() {
+		req.NotAfter = req.NotBefore.Add(365 * 24 * time.Hour)
+	}
+	if !req.Server && !req.Client {
+		req.Server, req.Client = true, true
+	}
+	var usage []x509.ExtKeyUsage
+	if req.Server {
+		usage = append(usage, x509.ExtKeyUsageServerAuth)
+	}
+	if req.Client {
+		usage = append(usage, x509.ExtKeyUsageClientAuth)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial(),
+		Subject:      pkix.Name{CommonName: req.CommonName},
+		DNSNames:     req.DNSNames,
+		IPAddresses:  req.IPs,
+		NotBefore:    req.NotBefore,
+		NotAfter:     req.NotAfter,
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  usage,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, key.Public(), ca.Key)
+	if err != nil {
+		return nil, nil, err
+	}
+	keyPEM, err = encodeKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM, nil
+}
+
+// WriteFiles writes <name>.pem and <name>-key.pem into dir (keys readable
+// by the owner only) and returns their paths.
+func WriteFiles(dir, name string, certPEM, keyPEM []byte) (certFile, keyFile string, err error) {
+	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
+	if err := writeAtomic(certFile, certPEM, 0o644); err != nil {
+		return "", "", err
+	}
+	if err := writeAtomic(keyFile, keyPEM, 0o600); err != nil {
+		return "", "", err
+	}
+	return certFile, keyFile, nil
+}
+
+// writeAtomic replaces path with data in one rename, so that a watcher
+// never reads half a file.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+func serial() *big.Int {
+	n, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 126))
+	if err != nil {
+		panic(err) // crypto/rand never fails on supported platforms
+	}
+	return n
+}
