@@ -11,6 +11,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
 	"google.golang.org/grpc/keepalive"
@@ -25,6 +26,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/breaker"
 	"github.com/lodestar-rpc/lodestar/resilience/deadline"
 	"github.com/lodestar-rpc/lodestar/resilience/retry"
+	"github.com/lodestar-rpc/lodestar/security"
 )
 
 // Conn is a client connection to every instance of one service. It is a
@@ -32,16 +34,15 @@ import (
 // also closes the etcd client Dial created.
 type Conn struct {
 	*grpc.ClientConn
-	cli  *clientv3.Client
-	owns bool
+	cli   *clientv3.Client
+	owns  bool
+	creds *security.Credentials // nil without TLS
 }
 
 // Close closes the connection and, if Dial created it, the etcd client.
 func (c *Conn) Close() error {
 	err := c.ClientConn.Close()
-	if c.owns {
-		c.cli.Close()
-	}
+	c.closeClient()
 	return err
 }
 
@@ -94,10 +95,18 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 		c.closeClient()
 		return nil, err
 	}
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if cfg.tls != nil {
+		if c.creds, err = security.NewClient(*cfg.tls); err != nil {
+			c.closeClient()
+			return nil, fmt.Errorf("lodestar: %w", err)
+		}
+		creds = c.creds
+	}
 	dopts := append([]grpc.DialOption{
 		grpc.WithResolvers(b),
 		grpc.WithChainUnaryInterceptor(ints...),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	}, cfg.dialOpts...)
@@ -118,7 +127,12 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 	return c, nil
 }
 
+// closeClient releases what Dial made besides the grpc connection: the
+// certificate watcher and the etcd client.
 func (c *Conn) closeClient() {
+	if c.creds != nil {
+		c.creds.Close()
+	}
 	if c.owns {
 		c.cli.Close()
 	}

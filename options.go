@@ -15,6 +15,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/flow"
 	"github.com/lodestar-rpc/lodestar/resilience/retry"
 	"github.com/lodestar-rpc/lodestar/resilience/shed"
+	"github.com/lodestar-rpc/lodestar/security"
 )
 
 // Option configures NewServer and Dial. Options that only one of them uses
@@ -59,6 +60,8 @@ type config struct {
 	flowRules  []flow.Rule
 	shed       *shed.Config
 	noRecovery bool
+	tls        *security.Config
+	authz      security.Authorizer
 }
 
 func defaultConfig() config {
@@ -267,6 +270,24 @@ func WithShedding(cfg shed.Config) Option {
 // default it becomes an INTERNAL error with the stack logged.
 func WithoutRecovery() Option {
 	return optionFunc(func(c *config) { c.noRecovery = true })
+}
+
+// WithTLS turns on TLS from PEM files that may be replaced while running
+// (server and client). A server with cfg.CAFile requires client
+// certificates signed by it (mutual TLS). A client verifies the server
+// against cfg.CAFile and the service name (or cfg.ServerName), and
+// presents its own certificate when cfg has one. Plaintext is never
+// accepted where TLS is on.
+func WithTLS(cfg security.Config) Option {
+	return optionFunc(func(c *config) { c.tls = &cfg })
+}
+
+// WithAuthorization checks every call's verified client identity (server;
+// needs WithTLS with a CAFile): a gets the certificate's names and the
+// method, and its error is the caller's (PERMISSION_DENIED). Health checks
+// are let through. security.Allow makes one from rules.
+func WithAuthorization(a security.Authorizer) Option {
+	return optionFunc(func(c *config) { c.authz = a })
 }
 
 // WithoutHealthCheck turns off grpc's client-side health checking (client;

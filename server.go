@@ -24,6 +24,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/flow"
 	"github.com/lodestar-rpc/lodestar/resilience/recovery"
 	"github.com/lodestar-rpc/lodestar/resilience/shed"
+	"github.com/lodestar-rpc/lodestar/security"
 )
 
 // Server is a gRPC server that registers itself in etcd once it listens,
@@ -41,7 +42,8 @@ type Server struct {
 	health *health.Server
 	reg    *registry.Registrar
 	flow   *flow.Limiter
-	shed   *shed.Shedder // nil unless WithShedding
+	shed   *shed.Shedder         // nil unless WithShedding
+	creds  *security.Credentials // nil without TLS
 
 	lastStart atomic.Int64 // unix nanos of the last call started (health excluded)
 
@@ -89,6 +91,13 @@ func NewServer(name string, opts ...Option) (*Server, error) {
 		unary = append(unary, recovery.UnaryServerInterceptor(cfg.logger))
 		stream = append(stream, recovery.StreamServerInterceptor(cfg.logger))
 	}
+	if cfg.authz != nil {
+		if cfg.tls == nil || cfg.tls.CAFile == "" {
+			return nil, errors.New("lodestar: authorization needs mutual TLS (WithTLS with a CAFile)")
+		}
+		unary = append(unary, security.UnaryServerInterceptor(cfg.authz))
+		stream = append(stream, security.StreamServerInterceptor(cfg.authz))
+	}
 	lim, err := flow.New(cfg.flowRules...)
 	if err != nil {
 		return nil, fmt.Errorf("lodestar: %w", err)
@@ -109,6 +118,16 @@ func NewServer(name string, opts ...Option) (*Server, error) {
 	}
 	unary = append(unary, lim.UnaryServerInterceptor())
 	stream = append(stream, lim.StreamServerInterceptor())
+	var creds []grpc.ServerOption
+	if cfg.tls != nil {
+		c, err := security.NewServer(*cfg.tls)
+		if err != nil {
+			s.releaseShed()
+			return nil, fmt.Errorf("lodestar: %w", err)
+		}
+		s.creds = c
+		creds = append(creds, grpc.Creds(c))
+	}
 	s.cli = cfg.cli
 	if s.cli == nil {
 		cli, err := etcdclient.New(cfg.etcd)
@@ -130,7 +149,7 @@ func NewServer(name string, opts ...Option) (*Server, error) {
 		// Let clients ping idle connections (Dial does every 30 s), so a
 		// dead server is noticed without a call failing first.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}, cfg.serverOpts...)
+	}, append(creds, cfg.serverOpts...)...)
 	s.grpc = grpc.NewServer(sopts...)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
@@ -435,6 +454,9 @@ func (s *Server) closeClient() {
 func (s *Server) releaseShed() {
 	if s.shed != nil {
 		s.shed.Close()
+	}
+	if s.creds != nil {
+		s.creds.Close()
 	}
 }
 
