@@ -23,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 
+	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 )
@@ -90,8 +91,19 @@ type MemberConfig struct {
 	// leave it false so that nothing they start leaves loopback.
 	AnyHost bool
 
+	// ClientTLS, if set, serves clients over TLS (https:// client URLs),
+	// and with ClientCertAuth requires client certificates.
+	ClientTLS *ClientTLS
+
 	// Logger receives etcd's server logs; nil discards them.
 	Logger *zap.Logger
+}
+
+// ClientTLS names the PEM files of a member's client TLS.
+type ClientTLS struct {
+	CertFile, KeyFile string
+	TrustedCAFile     string // CA of client certificates
+	ClientCertAuth    bool   // require client certificates
 }
 
 // URL returns "http://127.0.0.1:port".
@@ -144,23 +156,27 @@ func (cfg MemberConfig) embedConfig() (*embed.Config, error) {
 	if cfg.Name == "" || cfg.Dir == "" {
 		return nil, errors.New("embedetcd: member Name and Dir are required")
 	}
-	curl, err := parseMemberURL(cfg.AnyHost, cfg.ClientURL)
+	clientScheme := "http"
+	if cfg.ClientTLS != nil {
+		clientScheme = "https"
+	}
+	curl, err := parseMemberURL(cfg.AnyHost, cfg.ClientURL, clientScheme)
 	if err != nil {
 		return nil, fmt.Errorf("embedetcd: %s: client URL: %w", cfg.Name, err)
 	}
-	purl, err := parseMemberURL(cfg.AnyHost, cfg.PeerURL)
+	purl, err := parseMemberURL(cfg.AnyHost, cfg.PeerURL, "http")
 	if err != nil {
 		return nil, fmt.Errorf("embedetcd: %s: peer URL: %w", cfg.Name, err)
 	}
 	lcurl := curl
 	if cfg.ListenClientURL != "" {
-		if lcurl, err = parseMemberURL(cfg.AnyHost, cfg.ListenClientURL); err != nil {
+		if lcurl, err = parseMemberURL(cfg.AnyHost, cfg.ListenClientURL, clientScheme); err != nil {
 			return nil, fmt.Errorf("embedetcd: %s: listen client URL: %w", cfg.Name, err)
 		}
 	}
 	lpurl := purl
 	if cfg.ListenPeerURL != "" {
-		if lpurl, err = parseMemberURL(cfg.AnyHost, cfg.ListenPeerURL); err != nil {
+		if lpurl, err = parseMemberURL(cfg.AnyHost, cfg.ListenPeerURL, "http"); err != nil {
 			return nil, fmt.Errorf("embedetcd: %s: listen peer URL: %w", cfg.Name, err)
 		}
 	}
@@ -173,7 +189,7 @@ func (cfg MemberConfig) embedConfig() (*embed.Config, error) {
 		if !ok {
 			return nil, fmt.Errorf("embedetcd: %s: initial cluster entry %q is not name=url", cfg.Name, entry)
 		}
-		if _, err := parseMemberURL(cfg.AnyHost, u); err != nil {
+		if _, err := parseMemberURL(cfg.AnyHost, u, "http"); err != nil {
 			return nil, fmt.Errorf("embedetcd: %s: initial cluster: %w", cfg.Name, err)
 		}
 	}
@@ -213,6 +229,9 @@ func (cfg MemberConfig) embedConfig() (*embed.Config, error) {
 	if cfg.ElectionMs != 0 {
 		ec.ElectionMs = cfg.ElectionMs
 	}
+	if t := cfg.ClientTLS; t != nil {
+		ec.ClientTLSInfo = transport.TLSInfo{CertFile: t.CertFile, KeyFile: t.KeyFile, TrustedCAFile: t.TrustedCAFile, ClientCertAuth: t.ClientCertAuth}
+	}
 	ec.StrictReconfigCheck = !cfg.DisableStrictReconfigCheck
 	ec.UnsafeNoFsync = cfg.UnsafeNoFsync
 	// With a builder set, etcd builds no logger of its own (it would write
@@ -221,16 +240,16 @@ func (cfg MemberConfig) embedConfig() (*embed.Config, error) {
 	return ec, nil
 }
 
-// parseMemberURL accepts http://127.0.0.1:port with port > 0, or with
-// anyHost http://host:port for any non-empty host.
-func parseMemberURL(anyHost bool, s string) (*url.URL, error) {
+// parseMemberURL accepts scheme://127.0.0.1:port with port > 0, or with
+// anyHost scheme://host:port for any non-empty host.
+func parseMemberURL(anyHost bool, s, scheme string) (*url.URL, error) {
 	if anyHost {
 		u, err := url.Parse(s)
 		if err != nil {
 			return nil, err
 		}
-		if u.Scheme != "http" || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.User != nil {
-			return nil, fmt.Errorf("%q is not http://host:port", s)
+		if u.Scheme != scheme || u.Hostname() == "" || (u.Path != "" && u.Path != "/") || u.User != nil {
+			return nil, fmt.Errorf("%q is not %s://host:port", s, scheme)
 		}
 		if p, err := strconv.Atoi(u.Port()); err != nil || p <= 0 || p > 65535 {
 			return nil, fmt.Errorf("%q has no valid port", s)
@@ -238,17 +257,17 @@ func parseMemberURL(anyHost bool, s string) (*url.URL, error) {
 		u.Path = ""
 		return u, nil
 	}
-	return parseLoopbackURL(s)
+	return parseLoopbackURL(s, scheme)
 }
 
-// parseLoopbackURL accepts only http://127.0.0.1:port with port > 0.
-func parseLoopbackURL(s string) (*url.URL, error) {
+// parseLoopbackURL accepts only scheme://127.0.0.1:port with port > 0.
+func parseLoopbackURL(s, scheme string) (*url.URL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
 		return nil, err
 	}
-	if u.Scheme != "http" || u.Hostname() != Host || (u.Path != "" && u.Path != "/") || u.User != nil {
-		return nil, fmt.Errorf("%q is not http://%s:port", s, Host)
+	if u.Scheme != scheme || u.Hostname() != Host || (u.Path != "" && u.Path != "/") || u.User != nil {
+		return nil, fmt.Errorf("%q is not %s://%s:port", s, scheme, Host)
 	}
 	if p, err := strconv.Atoi(u.Port()); err != nil || p <= 0 || p > 65535 {
 		return nil, fmt.Errorf("%q has no valid port", s)

@@ -23,6 +23,7 @@ package etcdtest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -62,6 +63,14 @@ type Option func(*options)
 type options struct {
 	members int
 	logger  *zap.Logger
+	tls     *embedetcd.ClientTLS
+	cliTLS  *tls.Config
+}
+
+// ClientTLS serves clients over TLS with server's files (its certificate
+// must name 127.0.0.1) and has Client use cli.
+func ClientTLS(server embedetcd.ClientTLS, cli *tls.Config) Option {
+	return func(o *options) { o.tls, o.cliTLS = &server, cli }
 }
 
 // Members sets the number of members (default 1).
@@ -76,6 +85,8 @@ type Cluster struct {
 	dir     string
 	token   string
 	logger  *zap.Logger
+	tls     *embedetcd.ClientTLS
+	cliTLS  *tls.Config
 	members []*Member
 
 	mu    sync.Mutex // guards wipes
@@ -124,6 +135,8 @@ func New(t testing.TB, opts ...Option) *Cluster {
 		dir:    dir,
 		token:  "etcdtest-" + filepath.Base(dir),
 		logger: o.logger,
+		tls:    o.tls,
+		cliTLS: o.cliTLS,
 	}
 	t.Cleanup(func() {
 		if err := c.stopAll(); err != nil {
@@ -155,7 +168,7 @@ func New(t testing.TB, opts ...Option) *Cluster {
 		if err != nil {
 			t.Fatalf("etcdtest: %v", err)
 		}
-		m.clientURL = "http://" + cln.Addr().String()
+		m.clientURL = c.clientScheme() + "://" + cln.Addr().String()
 		m.cfwd = newProxy(cln, m.clientTarget)
 		c.members = append(c.members, m)
 	}
@@ -234,9 +247,20 @@ func (c *Cluster) memberConfig(m *Member, initial, state, token string) embedetc
 		ElectionMs:                 electionMs,
 		DisableStrictReconfigCheck: true,
 		UnsafeNoFsync:              true,
+		ClientTLS:                  c.tls,
 		Logger:                     c.logger,
 	}
 }
+
+func (c *Cluster) clientScheme() string {
+	if c.tls != nil {
+		return "https"
+	}
+	return "http"
+}
+
+// TLS returns the client TLS configuration given to ClientTLS, or nil.
+func (c *Cluster) TLS() *tls.Config { return c.cliTLS }
 
 // stopAll stops all running members concurrently.
 func (c *Cluster) stopAll() error {
@@ -272,7 +296,7 @@ func (c *Cluster) Endpoints() []string {
 // Client returns a client to all members' endpoints, closed at cleanup.
 func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	return newClient(t, c.Endpoints())
+	return newClientTLS(t, c.Endpoints(), c.cliTLS)
 }
 
 // Proxies returns a new proxy in front of each member, in member order, all
@@ -289,9 +313,15 @@ func (c *Cluster) Proxies(t testing.TB) []*Proxy {
 
 func newClient(t testing.TB, endpoints []string) *clientv3.Client {
 	t.Helper()
+	return newClientTLS(t, endpoints, nil)
+}
+
+func newClientTLS(t testing.TB, endpoints []string, tc *tls.Config) *clientv3.Client {
+	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   endpoints,
 		DialTimeout: dialTimeout,
+		TLS:         tc,
 		Logger:      zap.NewNop(),
 	})
 	if err != nil {
@@ -487,6 +517,9 @@ func (m *Member) start(ctx context.Context) error {
 		cfg := m.cfg
 		cfg.ListenPeerURL = listen
 		cfg.ListenClientURL = listenCli
+		if cfg.ClientTLS != nil {
+			cfg.ListenClientURL = "https://" + strings.TrimPrefix(listenCli, "http://")
+		}
 		m.listenPeer = strings.TrimPrefix(listen, "http://")
 		m.listenCli = strings.TrimPrefix(listenCli, "http://")
 		m.mu.Unlock()
