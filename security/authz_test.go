@@ -16,7 +16,9 @@ import (
 	"github.com/lodestar-rpc/lodestar/security/devcert"
 )
 
-type greeter struct{ greeterpb.UnimplementedGreeterServer }
+type greeter struct {
+	greeterpb.UnimplementedGreeterServer
+}
 
 func (greeter) SayHello(ctx context.Context, r *greeterpb.HelloRequest) (*greeterpb.HelloResponse, error) {
 	id, _ := security.PeerIdentity(ctx)
