@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
@@ -22,7 +21,7 @@ func newListCmd(g *globals) *cobra.Command {
 		Short: "List registered instances, read from etcd",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cli, err := etcdclient.New(etcdclient.Config{Endpoints: g.endpoints})
+			cli, err := g.etcdClient()
 			if err != nil {
 				return err
 			}
