@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,11 +22,14 @@ import (
 	"github.com/lodestar-rpc/lodestar/examples/user/usersvc"
 	"github.com/lodestar-rpc/lodestar/internal/embedetcd"
 	"github.com/lodestar-rpc/lodestar/registry"
+	"github.com/lodestar-rpc/lodestar/security"
+	"github.com/lodestar-rpc/lodestar/security/devcert"
 )
 
 type demoOptions struct {
 	pace        time.Duration // time between events
 	keepRunning bool
+	tls         bool // mutual TLS between the client and the instances
 }
 
 func newDemoCmd() *cobra.Command {
@@ -51,6 +55,7 @@ each event took to take effect. Everything runs in this process on
 	}
 	cmd.Flags().DurationVar(&o.pace, "pace", 6*time.Second, "time between events")
 	cmd.Flags().BoolVar(&o.keepRunning, "keep-running", false, "keep running after the last event, until Ctrl-C")
+	cmd.Flags().BoolVar(&o.tls, "tls", false, "run the calls over mutual TLS, with a development CA made for the demo")
 	return cmd
 }
 
@@ -111,6 +116,8 @@ type demo struct {
 	members   []*embed.Etcd
 	stopping  sync.WaitGroup // members being stopped in the background
 	instances []*demoInstance
+	serverTLS []lodestar.Option // WithTLS for instances, with --tls
+	clientTLS []lodestar.Option // WithTLS for the client, with --tls
 	calls     atomic.Int64
 	failed    atomic.Int64
 	lastErr   atomic.Value
@@ -139,6 +146,12 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 	}
 	defer d.stopEtcd()
 	d.say("etcd       3-member cluster ready: %s", strings.Join(d.endpoints, " "))
+	if o.tls {
+		if err := d.makeCerts(dir); err != nil {
+			return res, err
+		}
+		d.say("tls        mutual TLS on: development CA, a certificate for service user, one for client demo-client (in %s)", dir)
+	}
 
 	defer func() {
 		for _, in := range d.instances {
@@ -154,7 +167,7 @@ func runDemo(ctx context.Context, o demoOptions, out io.Writer) (demoResult, err
 	}
 
 	dctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-	conn, err := lodestar.Dial(dctx, "user", lodestar.WithEtcdEndpoints(d.endpoints...), lodestar.WithWaitForReady())
+	conn, err := lodestar.Dial(dctx, "user", append([]lodestar.Option{lodestar.WithEtcdEndpoints(d.endpoints...), lodestar.WithWaitForReady()}, d.clientTLS...)...)
 	cancel()
 	if err != nil {
 		return res, err
@@ -248,10 +261,41 @@ func (d *demo) stopEtcd() {
 	}
 }
 
+// makeCerts writes a development CA and certificates into dir and sets
+// the TLS options of the instances and the client.
+func (d *demo) makeCerts(dir string) error {
+	ca, err := devcert.NewCA("lodestar demo CA", 24*time.Hour)
+	if err != nil {
+		return err
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
+		return err
+	}
+	files := map[string][2]string{}
+	for name, req := range map[string]devcert.Request{
+		"user":        {CommonName: "user", DNSNames: []string{"user"}, Server: true},
+		"demo-client": {CommonName: "demo-client", Client: true},
+	} {
+		c, k, err := ca.Issue(req)
+		if err != nil {
+			return err
+		}
+		cf, kf, err := devcert.WriteFiles(dir, name, c, k)
+		if err != nil {
+			return err
+		}
+		files[name] = [2]string{cf, kf}
+	}
+	d.serverTLS = []lodestar.Option{lodestar.WithTLS(security.Config{CertFile: files["user"][0], KeyFile: files["user"][1], CAFile: caFile})}
+	d.clientTLS = []lodestar.Option{lodestar.WithTLS(security.Config{CertFile: files["demo-client"][0], KeyFile: files["demo-client"][1], CAFile: caFile})}
+	return nil
+}
+
 func (d *demo) startInstance(ctx context.Context, name, zone string) (*demoInstance, error) {
 	in := &demoInstance{name: name, zone: zone, done: make(chan error, 1)}
-	srv, err := lodestar.NewServer("user", lodestar.WithEtcdEndpoints(d.endpoints...), lodestar.WithTTL(3*time.Second),
-		lodestar.WithMetadata(registry.Metadata{Zone: zone, Version: "v1.0.0"}))
+	srv, err := lodestar.NewServer("user", append([]lodestar.Option{lodestar.WithEtcdEndpoints(d.endpoints...), lodestar.WithTTL(3 * time.Second),
+		lodestar.WithMetadata(registry.Metadata{Zone: zone, Version: "v1.0.0"})}, d.serverTLS...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -7,14 +7,20 @@ import (
 	"time"
 )
 
-// TestDemoRunsToCompletion runs the demo at a fast pace: every event
-// happens, and the graceful ones (join, drain, etcd leader loss) fail no
-// call.
+// TestDemoRunsToCompletion runs the demo at a fast pace, in plaintext and
+// with --tls: every event happens, and the graceful ones (join, drain,
+// etcd leader loss) fail no call.
 func TestDemoRunsToCompletion(t *testing.T) {
+	for _, tls := range []bool{false, true} {
+		t.Run(map[bool]string{false: "plaintext", true: "mTLS"}[tls], func(t *testing.T) { demoRun(t, tls) })
+	}
+}
+
+func demoRun(t *testing.T, tls bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	out := newSyncBuffer()
-	res, err := runDemo(ctx, demoOptions{pace: time.Second}, out)
+	res, err := runDemo(ctx, demoOptions{pace: time.Second, tls: tls}, out)
 	if err != nil {
 		t.Fatalf("demo: %v\n%s", err, out)
 	}
@@ -30,7 +36,11 @@ func TestDemoRunsToCompletion(t *testing.T) {
 	if res.calls < 100 {
 		t.Errorf("only %d calls made", res.calls)
 	}
-	for _, want := range []string{"Totals:", "a 4th instance joins", "drains and leaves gracefully", "killed without warning", "leader crashes"} {
+	wants := []string{"Totals:", "a 4th instance joins", "drains and leaves gracefully", "killed without warning", "leader crashes"}
+	if tls {
+		wants = append(wants, "mutual TLS on")
+	}
+	for _, want := range wants {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("output lacks %q", want)
 		}
