@@ -10,11 +10,14 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
@@ -119,8 +122,17 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 		c.Connect()
 		for s := c.GetState(); s != connectivity.Ready; s = c.GetState() {
 			if !c.WaitForStateChange(ctx, s) {
+				err := fmt.Errorf("lodestar: no ready instance of %s: %w", name, ctx.Err())
+				// Say why, if a call can tell: grpc fails it with the last
+				// connection or health-check error.
+				pctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_, perr := healthpb.NewHealthClient(c).Check(pctx, &healthpb.HealthCheckRequest{})
+				cancel()
+				if perr != nil && status.Code(perr) != codes.DeadlineExceeded {
+					err = fmt.Errorf("lodestar: no ready instance of %s: %w (a call says: %v)", name, ctx.Err(), perr)
+				}
 				c.Close()
-				return nil, fmt.Errorf("lodestar: no ready instance of %s: %w", name, ctx.Err())
+				return nil, err
 			}
 		}
 	}

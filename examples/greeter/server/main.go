@@ -1,6 +1,12 @@
 // Command server runs one Greeter instance registered in etcd.
 //
 //	go run ./examples/greeter/server --etcd http://127.0.0.1:2379
+//
+// With mutual TLS, from certificates "lodestar cert" makes:
+//
+//	go run ./cmd/lodestar cert --dir certs --services greeter --clients greeter-client
+//	go run ./examples/greeter/server --tls-dir certs
+//	go run ./examples/greeter/client --tls-dir certs
 package main
 
 import (
@@ -10,12 +16,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/greeter/greetersvc"
 	"github.com/lodestar-rpc/lodestar/examples/proto/greeterpb"
+	"github.com/lodestar-rpc/lodestar/security"
 )
 
 func main() {
@@ -32,10 +40,17 @@ func run(ctx context.Context, args []string, out io.Writer, ready chan<- string)
 	fs.SetOutput(out)
 	etcd := fs.String("etcd", "http://127.0.0.1:2379", "etcd endpoints, comma-separated")
 	listen := fs.String("listen", "127.0.0.1:0", "address to listen on")
+	tlsDir := fs.String("tls-dir", "", "serve over mutual TLS with greeter.pem, greeter-key.pem and ca.pem from this directory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	s, err := lodestar.NewServer("greeter", lodestar.WithEtcdEndpoints(strings.Split(*etcd, ",")...), lodestar.WithListenAddress(*listen))
+	opts := []lodestar.Option{lodestar.WithEtcdEndpoints(strings.Split(*etcd, ",")...), lodestar.WithListenAddress(*listen)}
+	if *tlsDir != "" {
+		opts = append(opts, lodestar.WithTLS(security.Config{
+			CertFile: filepath.Join(*tlsDir, "greeter.pem"), KeyFile: filepath.Join(*tlsDir, "greeter-key.pem"),
+			CAFile: filepath.Join(*tlsDir, "ca.pem")}))
+	}
+	s, err := lodestar.NewServer("greeter", opts...)
 	if err != nil {
 		return err
 	}

@@ -12,10 +12,11 @@ import (
 )
 
 // Serve starts a lodestar server for service on etcd endpoints, with
-// register adding its implementation, and stops it gracefully at cleanup.
-func Serve(t *testing.T, endpoints []string, service string, register func(*lodestar.Server)) *lodestar.Server {
+// register adding its implementation and opts, and stops it gracefully at
+// cleanup.
+func Serve(t *testing.T, endpoints []string, service string, register func(*lodestar.Server), opts ...lodestar.Option) *lodestar.Server {
 	t.Helper()
-	s, err := lodestar.NewServer(service, lodestar.WithEtcdEndpoints(endpoints...), lodestar.WithTTL(2*time.Second))
+	s, err := lodestar.NewServer(service, append([]lodestar.Option{lodestar.WithEtcdEndpoints(endpoints...), lodestar.WithTTL(2 * time.Second)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
