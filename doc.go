@@ -33,8 +33,12 @@
 //     request key, locality (zone, region, anywhere) and canary by
 //     version. The subset policies nest any other as their child; select
 //     them with WithBalancer or WithBalancerConfig.
-//   - resilience, rules, security (planned): retries, breakers, flow
-//     control, dynamic rules, TLS.
+//   - resilience: retries with a budget on another instance, hedging,
+//     breakers with fallbacks, default deadlines; flow rules, adaptive
+//     shedding, panic recovery on servers.
+//   - security, etcdauth: TLS and mutual TLS from rotated files,
+//     authorization by certificate identity; etcd roles per service.
+//   - rules, metrics, console (planned).
 //
 // The command cmd/lodestar runs an embedded etcd for development
 // ("lodestar dev"), single etcd members for a hand-made cluster
