@@ -23,6 +23,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/lb/latency"
 	"github.com/lodestar-rpc/lodestar/lb/leastrequest"
 	"github.com/lodestar-rpc/lodestar/lb/locality"
+	"github.com/lodestar-rpc/lodestar/lb/roundrobin"
 	"github.com/lodestar-rpc/lodestar/lb/wrr"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
@@ -67,6 +68,7 @@ func BenchmarkOverhead(b *testing.B) {
 		{name: "least_request_experimental (grpc)", policy: "least_request_experimental"},
 		{name: "round_robin, keyed calls", policy: "round_robin", keyed: true},
 		{name: "ring_hash_experimental (grpc)", policy: "ring_hash_experimental", config: ringHash, keyed: true},
+		{name: roundrobin.Name + " (Dial's default)", policy: roundrobin.Name},
 		{name: wrr.Name, policy: wrr.Name},
 		{name: leastrequest.Name, policy: leastrequest.Name},
 		{name: latency.Name, policy: latency.Name},
