@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/lodestar-rpc/lodestar/etcdauth"
 )
@@ -26,10 +27,16 @@ registrar user, clients as a reader.`,
 	}
 	var timeout time.Duration
 	cmd.PersistentFlags().DurationVar(&timeout, "timeout", 10*time.Second, "give up if etcd does not answer within this time")
-	run := func(c *cobra.Command, f func(ctx context.Context, g *globals) error) error {
+	// run connects to etcd with the global flags and calls f.
+	run := func(c *cobra.Command, f func(ctx context.Context, cli *clientv3.Client) error) error {
 		ctx, cancel := context.WithTimeout(c.Context(), timeout)
 		defer cancel()
-		return f(ctx, g)
+		cli, err := g.etcdClient()
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		return f(ctx, cli)
 	}
 	var rootPW string
 	enable := &cobra.Command{
@@ -37,12 +44,7 @@ registrar user, clients as a reader.`,
 		Short: "Create the root user and turn etcd auth on",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return run(c, func(ctx context.Context, g *globals) error {
-				cli, err := g.etcdClient()
-				if err != nil {
-					return err
-				}
-				defer cli.Close()
+			return run(c, func(ctx context.Context, cli *clientv3.Client) error {
 				if err := etcdauth.EnableAuth(ctx, cli, rootPW); err != nil {
 					return err
 				}
@@ -59,12 +61,7 @@ registrar user, clients as a reader.`,
 		Short: "Create a service's registrar role and a user holding it",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return run(c, func(ctx context.Context, g *globals) error {
-				cli, err := g.etcdClient()
-				if err != nil {
-					return err
-				}
-				defer cli.Close()
+			return run(c, func(ctx context.Context, cli *clientv3.Client) error {
 				if err := etcdauth.Registrar(ctx, cli, g.prefix, service, user, password); err != nil {
 					return err
 				}
@@ -78,12 +75,7 @@ registrar user, clients as a reader.`,
 		Short: "Create the reader role and a user holding it",
 		Args:  cobra.NoArgs,
 		RunE: func(c *cobra.Command, _ []string) error {
-			return run(c, func(ctx context.Context, g *globals) error {
-				cli, err := g.etcdClient()
-				if err != nil {
-					return err
-				}
-				defer cli.Close()
+			return run(c, func(ctx context.Context, cli *clientv3.Client) error {
 				if err := etcdauth.Reader(ctx, cli, g.prefix, user, password); err != nil {
 					return err
 				}
