@@ -60,11 +60,10 @@ func (c *Conn) Close() error {
 //   - keepalive pings every 30 s, so a dead instance is noticed;
 //   - methods declared idempotent (in their proto, or WithIdempotent) are
 //     retried on another instance when they fail with UNAVAILABLE, up to 4
-//     attempts, within the caller's deadline.
+//     attempts, within the caller's deadline and a budget of 20% of calls.
 //
 // It does not wait for an instance unless WithWaitForReady is given, in
-// which case ctx bounds the wait. Plaintext by default; pass transport
-// credentials with WithDialOptions.
+// which case ctx bounds the wait. Plaintext unless WithTLS.
 func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 	if err := registry.ValidateService(name); err != nil {
 		return nil, err
@@ -93,7 +92,7 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 		c.closeClient()
 		return nil, err
 	}
-	ints, err := clientInterceptors(cfg)
+	ints, sints, err := clientInterceptors(cfg)
 	if err != nil {
 		c.closeClient()
 		return nil, err
@@ -109,6 +108,7 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 	dopts := append([]grpc.DialOption{
 		grpc.WithResolvers(b),
 		grpc.WithChainUnaryInterceptor(ints...),
+		grpc.WithChainStreamInterceptor(sints...),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(sc),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
@@ -189,26 +189,30 @@ func serviceConfig(cfg config) (string, error) {
 }
 
 // clientInterceptors returns the unary interceptors, outermost first:
-// breaker (if on), default deadline, retries and hedging.
-func clientInterceptors(cfg config) ([]grpc.UnaryClientInterceptor, error) {
+// breaker (if on), default deadline, retries and hedging; and the stream
+// ones: the breaker's (streams get no default deadline: many live long,
+// and no retries: grpc retries those that never left).
+func clientInterceptors(cfg config) ([]grpc.UnaryClientInterceptor, []grpc.StreamClientInterceptor, error) {
 	var out []grpc.UnaryClientInterceptor
+	var sout []grpc.StreamClientInterceptor
 	if cfg.breakerOn {
 		b, err := breaker.New(cfg.breakers...)
 		if err != nil {
-			return nil, fmt.Errorf("lodestar: %w", err)
+			return nil, nil, fmt.Errorf("lodestar: %w", err)
 		}
 		out = append(out, b.UnaryClientInterceptor())
+		sout = append(sout, b.StreamClientInterceptor())
 	}
 	if cfg.timeout != 0 || len(cfg.timeouts) > 0 {
 		d, err := deadline.New(cfg.timeout, cfg.timeouts)
 		if err != nil {
-			return nil, fmt.Errorf("lodestar: %w", err)
+			return nil, nil, fmt.Errorf("lodestar: %w", err)
 		}
 		out = append(out, d.UnaryClientInterceptor())
 	}
 	names, err := idempotentMethods(cfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	exact, services := map[string]bool{}, map[string]bool{}
 	for _, n := range names {
@@ -230,9 +234,9 @@ func clientInterceptors(cfg config) ([]grpc.UnaryClientInterceptor, error) {
 	}
 	r, err := retry.New(rc)
 	if err != nil {
-		return nil, fmt.Errorf("lodestar: %w", err)
+		return nil, nil, fmt.Errorf("lodestar: %w", err)
 	}
-	return append(out, r.UnaryClientInterceptor()), nil
+	return append(out, r.UnaryClientInterceptor()), sout, nil
 }
 
 // idempotentMethods lists the methods to retry: those named with

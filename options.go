@@ -60,6 +60,7 @@ type config struct {
 	flowRules  []flow.Rule
 	shed       *shed.Config
 	noRecovery bool
+	loggerSet  bool // WithLogger was given
 	tls        *security.Config
 	authz      security.Authorizer
 }
@@ -108,7 +109,7 @@ func WithPrefix(prefix string) Option {
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) {
 		if l != nil {
-			c.logger = l
+			c.logger, c.loggerSet = l, true
 		}
 	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -88,8 +89,13 @@ func NewServer(name string, opts ...Option) (*Server, error) {
 	unary := []grpc.UnaryServerInterceptor{s.trackUnary}
 	stream := []grpc.StreamServerInterceptor{s.trackStream}
 	if !cfg.noRecovery {
-		unary = append(unary, recovery.UnaryServerInterceptor(cfg.logger))
-		stream = append(stream, recovery.StreamServerInterceptor(cfg.logger))
+		// A panic is logged even without WithLogger: to slog's default.
+		var rl *slog.Logger
+		if cfg.loggerSet {
+			rl = cfg.logger
+		}
+		unary = append(unary, recovery.UnaryServerInterceptor(rl))
+		stream = append(stream, recovery.StreamServerInterceptor(rl))
 	}
 	if cfg.authz != nil {
 		if cfg.tls == nil || cfg.tls.CAFile == "" {

@@ -131,6 +131,15 @@ func (cfg Config) clientConfig() (clientv3.Config, error) {
 		}),
 	}
 	opts = append(opts, cfg.DialOptions...)
+	if cfg.TLS != nil {
+		// clientv3 would drop the TLS config for an http:// endpoint and
+		// dial it in plaintext, credentials included.
+		for _, ep := range eps {
+			if strings.HasPrefix(ep, "http://") || strings.HasPrefix(ep, "unix://") {
+				return clientv3.Config{}, fmt.Errorf("etcdclient: endpoint %q is plaintext but TLS is configured: use https:// (or unixs://)", ep)
+			}
+		}
+	}
 	return clientv3.Config{
 		Endpoints:            eps,
 		DialTimeout:          dial,
@@ -177,7 +186,11 @@ func checkEndpoint(ep string) error {
 // and keyFile to present a client certificate (both empty: none). A
 // missing or malformed file is an error naming it.
 func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: []uint16{
+		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+	}}
 	if (certFile == "") != (keyFile == "") {
 		return nil, errors.New("etcdclient: a client certificate needs both a certificate and a key file")
 	}

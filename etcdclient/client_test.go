@@ -2,6 +2,7 @@ package etcdclient_test
 
 import (
 	"context"
+	"crypto/tls"
 	"strings"
 	"testing"
 	"time"
@@ -94,5 +95,14 @@ func TestReconnectsSoonAfterLongOutage(t *testing.T) {
 		got["etcdclient.New"].Round(time.Millisecond), got["clientv3 defaults"].Round(time.Millisecond))
 	if d := got["etcdclient.New"]; d < 0 || d > 3*time.Second {
 		t.Errorf("etcdclient.New took %s to reconnect, want about 1s (backoff cap)", d)
+	}
+}
+
+// TLS with an http:// endpoint is refused: clientv3 would dial it in
+// plaintext.
+func TestTLSWithPlaintextEndpointRefused(t *testing.T) {
+	_, err := etcdclient.New(etcdclient.Config{Endpoints: []string{"http://127.0.0.1:2379"}, TLS: &tls.Config{}})
+	if err == nil || !strings.Contains(err.Error(), `endpoint "http://127.0.0.1:2379" is plaintext but TLS is configured`) {
+		t.Fatalf("error %v", err)
 	}
 }

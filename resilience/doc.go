@@ -22,8 +22,8 @@
 //   - flow: flow rules per method (QPS with warm-up and a bounded wait,
 //     concurrency), rejections naming the rule.
 //
-// lodestar.Dial installs deadline and retry by default (breaker and
-// hedging with WithBreaker and WithHedging), and lodestar.NewServer
+// lodestar.Dial installs retry by default (deadlines, breaker and hedging
+// with WithTimeout, WithBreaker and WithHedging), and lodestar.NewServer
 // installs recovery and flow (shedding with WithShedding); the packages
 // also work with plain grpc.NewClient and grpc.NewServer.
 package resilience

@@ -69,15 +69,29 @@ from your own PKI.
 				return nil
 			}
 			end := time.Now().Add(validity)
-			for _, s := range services {
-				if err := issue("server:", s, devcert.Request{CommonName: s, DNSNames: []string{s, "localhost"},
-					IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, NotAfter: end}); err != nil {
-					return err
-				}
-			}
+			// A name in both lists gets one certificate for both uses:
+			// writing two would leave only the second.
+			isClient := map[string]bool{}
 			for _, c := range clients {
 				if c == "" {
 					return fmt.Errorf("cert: --clients: an empty name")
+				}
+				isClient[c] = true
+			}
+			for _, s := range services {
+				kind := "server:"
+				if isClient[s] {
+					kind = "server+client:"
+				}
+				if err := issue(kind, s, devcert.Request{CommonName: s, DNSNames: []string{s, "localhost"},
+					IPs: []net.IP{net.ParseIP("127.0.0.1")}, Server: true, Client: isClient[s], NotAfter: end}); err != nil {
+					return err
+				}
+				delete(isClient, s)
+			}
+			for _, c := range clients {
+				if !isClient[c] {
+					continue // issued with the services
 				}
 				if err := issue("client:", c, devcert.Request{CommonName: c, Client: true, NotAfter: end}); err != nil {
 					return err

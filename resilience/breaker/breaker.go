@@ -375,8 +375,8 @@ func (b *Breakers) fallback(ctx context.Context, method string, req, reply any, 
 // StreamClientInterceptor guards stream openings: a stream counts as a
 // failure when opening it fails or it ends with a failure, and slowness
 // is not counted. Its outcome is known when a receive returns an error or
-// io.EOF, so read streams to their end. Fallbacks apply to unary calls
-// only.
+// io.EOF; a stream whose context ends first counts as cancelled (not at
+// all). Fallbacks apply to unary calls only.
 func (b *Breakers) StreamClientInterceptor() grpc.StreamClientInterceptor {
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		c := b.circuit(cc.Target(), method)
@@ -389,7 +389,11 @@ func (b *Breakers) StreamClientInterceptor() grpc.StreamClientInterceptor {
 			done(err, 0)
 			return nil, err
 		}
-		return &stream{ClientStream: s, done: done}, nil
+		st := &stream{ClientStream: s, done: done}
+		// A stream abandoned before its end counts as cancelled, so that
+		// it never holds a half-open probe for good.
+		st.stop = context.AfterFunc(s.Context(), func() { st.finish(context.Canceled) })
+		return st, nil
 	}
 }
 
@@ -398,6 +402,11 @@ type stream struct {
 	grpc.ClientStream
 	once sync.Once
 	done func(error, time.Duration)
+	stop func() bool
+}
+
+func (s *stream) finish(err error) {
+	s.once.Do(func() { s.done(err, 0) })
 }
 
 func (s *stream) RecvMsg(m any) error {
@@ -407,7 +416,8 @@ func (s *stream) RecvMsg(m any) error {
 		if errors.Is(err, io.EOF) {
 			end = nil
 		}
-		s.once.Do(func() { s.done(end, 0) })
+		s.stop()
+		s.finish(end)
 	}
 	return err
 }

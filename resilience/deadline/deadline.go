@@ -3,10 +3,10 @@
 // the caller set is kept as it is (it propagates to the server as grpc
 // propagates every deadline).
 //
-//	grpc.NewClient(target, grpc.WithChainUnaryInterceptor(
-//		deadline.UnaryClientInterceptor(5*time.Second, map[string]time.Duration{
-//			"/order.OrderService/CreateOrder": 2 * time.Second,
-//		})))
+//	d, err := deadline.New(5*time.Second, map[string]time.Duration{
+//		"/order.OrderService/CreateOrder": 2 * time.Second,
+//	})
+//	grpc.NewClient(target, grpc.WithChainUnaryInterceptor(d.UnaryClientInterceptor()))
 package deadline
 
 import (

@@ -140,9 +140,16 @@ func (l *Limiter) Update(rules ...Rule) error {
 		}
 		seen[r.Method] = true
 		var lim *limit
-		if prev := old.find(r.Method); prev != nil && prev.rule == r {
+		prev := old.find(r.Method)
+		switch {
+		case prev != nil && prev.rule == r:
 			lim = prev
-		} else {
+		case prev != nil:
+			// Changed: the calls in flight under the old rule still count
+			// against the new concurrency limit.
+			lim = newLimit(r, l.now())
+			lim.inflight = prev.inflight
+		default:
 			lim = newLimit(r, l.now())
 		}
 		switch {
@@ -250,7 +257,7 @@ func (l *Limiter) StreamServerInterceptor() grpc.StreamServerInterceptor {
 type limit struct {
 	rule     Rule
 	bucket   *rate.Limiter // nil without QPS
-	inflight atomic.Int64
+	inflight *atomic.Int64 // shared with the rule this one replaced
 
 	mu       sync.Mutex // guards the warm-up state
 	coldFrom time.Time  // start of the current warm-up
@@ -262,7 +269,7 @@ type limit struct {
 const coldFactor = 3
 
 func newLimit(r Rule, now time.Time) *limit {
-	lim := &limit{rule: r, coldFrom: now, lastCall: now}
+	lim := &limit{rule: r, coldFrom: now, lastCall: now, inflight: new(atomic.Int64)}
 	if r.QPS > 0 {
 		burst := r.Burst
 		if burst == 0 {
@@ -280,17 +287,13 @@ func newLimit(r Rule, now time.Time) *limit {
 
 func (lim *limit) admit(ctx context.Context, clock func() time.Time) (func(), error) {
 	r := lim.rule
-	if r.Concurrency > 0 {
-		if lim.inflight.Add(1) > int64(r.Concurrency) {
-			lim.inflight.Add(-1)
-			return nil, lim.reject("concurrency limit reached")
-		}
+	// Every call counts, so that a concurrency limit added later sees
+	// the calls already in flight.
+	if n := lim.inflight.Add(1); r.Concurrency > 0 && n > int64(r.Concurrency) {
+		lim.inflight.Add(-1)
+		return nil, lim.reject("concurrency limit reached")
 	}
-	release := func() {
-		if r.Concurrency > 0 {
-			lim.inflight.Add(-1)
-		}
-	}
+	release := func() { lim.inflight.Add(-1) }
 	if lim.bucket != nil {
 		now := clock()
 		if r.WarmUp > 0 {
