@@ -114,6 +114,7 @@ type policy struct {
 	*spec
 	stable   pick.Policy   // the stable version, or every version but the canary
 	versions *pick.Subsets // one per version, for pinned calls and the canary
+	n        atomic.Uint64 // calls without a pin, across pickers: the split
 }
 
 func (p *policy) Picker(eps []pick.Endpoint) balancer.Picker {
@@ -126,7 +127,7 @@ func (p *policy) Picker(eps []pick.Endpoint) balancer.Picker {
 			stable = append(stable, e)
 		}
 	}
-	pk := &picker{spec: p.spec, pinned: make(map[string]balancer.Picker, len(byVersion))}
+	pk := &picker{spec: p.spec, pinned: make(map[string]balancer.Picker, len(byVersion)), n: &p.n}
 	if len(stable) > 0 {
 		pk.stable = p.stable.Picker(stable)
 	}
@@ -147,7 +148,7 @@ type picker struct {
 	*spec
 	stable, canary balancer.Picker // nil when none is ready
 	pinned         map[string]balancer.Picker
-	n              atomic.Uint64 // calls without a pin, for the split
+	n              *atomic.Uint64 // the policy's: a new picker does not restart the split
 }
 
 func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {

@@ -34,6 +34,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 
 	"google.golang.org/grpc/balancer"
@@ -172,6 +173,16 @@ func (p *policy) Picker(eps []pick.Endpoint) balancer.Picker {
 	return pk
 }
 
+// allTried reports whether every usable owner has been skipped.
+func allTried(tried []bool, pickers []balancer.Picker) bool {
+	for i, pk := range pickers {
+		if pk != nil && !tried[i] {
+			return false
+		}
+	}
+	return true
+}
+
 func equalMembers(a, b []member) bool {
 	if len(a) != len(b) {
 		return false
@@ -213,13 +224,23 @@ func (p *picker) Pick(info balancer.PickInfo) (balancer.PickResult, error) {
 	}
 	slot := int(Sum(key) % uint64(len(p.table)))
 	skipped := false
+	var tried []bool         // owners already skipped, once a skip happens
 	for range len(p.table) { // bounded: some instance is usable
-		if pk := p.pickers[p.table[slot]]; pk != nil {
+		owner := p.table[slot]
+		if pk := p.pickers[owner]; pk != nil && (tried == nil || !tried[owner]) {
 			res, err := pk.Pick(info)
 			if err != pick.ErrSkip {
 				return res, err
 			}
-			skipped = true // avoided or ejected: the next owner in the table
+			// Avoided or ejected: the next owner in the table. Each owner
+			// is asked once, so a call that skips them all stops here.
+			if tried == nil {
+				tried = make([]bool, len(p.pickers))
+			}
+			tried[owner], skipped = true, true
+			if !slices.Contains(tried, false) || allTried(tried, p.pickers) {
+				break
+			}
 		}
 		slot++
 		if slot == len(p.table) {

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/lodestar-rpc/lodestar/internal/lbtest"
+	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/lb/hash"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
@@ -158,5 +159,25 @@ func TestKeysWaitForStartingOwner(t *testing.T) {
 		if r.Srv[i].Addr != owner {
 			t.Fatalf("key user-%d reached %s, owner %s", k, r.Srv[i].Addr, owner)
 		}
+	}
+}
+
+// A call that avoids every instance still gets one, at once: each owner
+// is asked once, then the frame takes the owner.
+func TestAvoidingEveryInstance(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{})
+	conn := r.Dial(hash.Name, nil)
+	r.WaitAll(conn, 0, 1)
+	ctx := lb.Avoid(hash.WithKey(context.Background(), "user-1"), r.Srv[0].Addr, r.Srv[1].Addr)
+	first, err := r.Call(ctx, conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner, err := r.Call(hash.WithKey(context.Background(), "user-1"), conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != owner {
+		t.Errorf("avoiding all: instance %d, the key's owner is %d", first, owner)
 	}
 }

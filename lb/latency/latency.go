@@ -1,7 +1,8 @@
 // Package latency is response-time priority: each call goes to the
 // cheaper of two instances drawn at random, where an instance's cost is
 // the moving average of its latency times the calls it has in flight
-// (plus one), divided by the square of its moving success rate. A slow
+// (plus one), divided by the square of its moving success rate (which
+// weighs each call's outcome by 0.2). A slow
 // instance or a failing one thus gets little traffic, and fast instances
 // share the rest by load.
 //
@@ -64,6 +65,10 @@ const (
 	DefaultProbeInterval = 500 * time.Millisecond
 	DefaultSlowFactor    = 4.0
 )
+
+// successWeight is the weight of one call's outcome in the success rate:
+// after 10 failures in a row an instance costs about 90 times more.
+const successWeight = 0.2
 
 // minSuccess bounds the success penalty: an instance failing every call
 // costs 400 times a healthy one of the same latency, not infinitely more.
@@ -218,13 +223,16 @@ func (pk *picker) choose(a, b *end, now int64) *end {
 	return a
 }
 
-// cost returns the instance's latency average and its cost.
+// cost returns the instance's effective latency (its average, divided
+// by the square of its success rate, so that failing fast is not fast)
+// and its cost (that times its calls in flight plus one).
 func (s *stats) cost() (latency, cost float64) {
 	s.mu.Lock()
 	latency, succ := s.latency, s.success
 	s.mu.Unlock()
 	succ = max(succ, minSuccess)
-	return latency, (latency + 1) * float64(s.inflight.Load()+1) / (succ * succ)
+	eff := (latency + 1) / (succ * succ)
+	return eff, eff * float64(s.inflight.Load()+1)
 }
 
 // observe folds one finished call into the instance's averages.
@@ -246,6 +254,9 @@ func (p *policy) observe(s *stats, start int64, err error) {
 	}
 	w := math.Exp(-float64(max(now-s.last, 0)) / p.decay)
 	s.latency = s.latency*w + lat*(1-w)
-	s.success = s.success*w + ok*(1-w)
+	// The success rate moves per call, not per unit of time: a fast
+	// failing instance answers many calls in a moment, and each must
+	// count.
+	s.success = s.success*(1-successWeight) + ok*successWeight
 	s.last = max(s.last, now)
 }

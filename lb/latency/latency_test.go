@@ -84,7 +84,10 @@ func TestSlowInstanceAvoidedThenBack(t *testing.T) {
 // A fast-failing instance is avoided too: errors weigh, not only latency.
 func TestFailingInstanceAvoided(t *testing.T) {
 	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
-	conn := r.Dial(latency.Name, nil)
+	// Ejection off: the errors' weight in the policy is what is tested.
+	conn := r.Dial(latency.Name, struct {
+		Eject lb.OutlierEjection `json:"outlierEjection"`
+	}{lb.OutlierEjection{Disabled: true}})
 	r.WaitAll(conn, 0, 1, 2)
 	r.Srv[0].FailWith(codes.Internal) // not retried: every failure shows
 	ctx := context.Background()
