@@ -2,6 +2,8 @@ package security_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -12,7 +14,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/lodestar-rpc/lodestar/internal/testserver"
 	"github.com/lodestar-rpc/lodestar/security"
@@ -120,6 +122,36 @@ func TestMutualTLSAndEachRejection(t *testing.T) {
 	if n := srv.Calls(); n != 1 {
 		t.Errorf("%d calls reached the handler, want only the mTLS one", n)
 	}
+
+	// The server's own check, with a client that does not check itself:
+	// plain TLS credentials presenting a certificate from another CA, an
+	// expired one, or none.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(p.ca.CertPEM)
+	for name, files := range map[string][2]string{"another CA": {ocf, okf}, "expired": {ecf, ekf}, "none": {}} {
+		cfg := &tls.Config{RootCAs: roots, ServerName: "user", MinVersion: tls.VersionTLS12}
+		if files[0] != "" {
+			cert, err := tls.LoadX509KeyPair(files[0], files[1])
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{cert}
+		}
+		conn, err := grpc.NewClient("passthrough:///"+srv.Addr, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err = testserver.Call(ctx, conn)
+		cancel()
+		conn.Close()
+		if err == nil {
+			t.Errorf("server accepted a client certificate: %s", name)
+		}
+	}
+	if n := srv.Calls(); n != 1 {
+		t.Errorf("%d calls reached the handler after the server's own checks, want 1", n)
+	}
 }
 
 // A plaintext client against a TLS server fails fast with an error that
@@ -169,13 +201,14 @@ func TestRotation(t *testing.T) {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
+	if err := testserver.Call(ctx, conn); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := watch.Recv(); err != nil {
-		t.Fatal(err)
-	}
+	// A call in flight across the rotation.
+	entered, release := srv.HoldCalls()
+	held := make(chan error, 1)
+	go func() { held <- testserver.Call(ctx, conn) }()
+	<-entered
 
 	// A new server certificate, with a name only it has.
 	c, k, err := p.ca.Issue(devcert.Request{CommonName: "user", DNSNames: []string{"user", "user-rotated"}, IPs: loopback, Server: true})
@@ -186,17 +219,32 @@ func TestRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = skf
-	// New connections see it once the watcher has read it.
-	rotated := ccfg
-	rotated.ServerName = "user-rotated"
+	// New connections get it once the watcher has read it: a TLS
+	// handshake expecting the name only the new certificate has succeeds.
+	// (A handshake, not a call: calls are held.)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(p.ca.CertPEM)
+	clientCert, err := tls.LoadX509KeyPair(cf, kf)
+	if err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for call(t, srv.Addr, rotated) != nil {
+	for {
+		tc, err := tls.Dial("tcp", srv.Addr, &tls.Config{RootCAs: roots, ServerName: "user-rotated", Certificates: []tls.Certificate{clientCert}, NextProtos: []string{"h2"}})
+		if err == nil {
+			tc.Close()
+			break
+		}
 		if time.Now().After(deadline) {
-			t.Fatal("new connections never got the new certificate")
+			t.Fatalf("new connections never got the new certificate: %v", err)
 		}
 	}
-	// The stream opened before is still up: the server can still send on
-	// it, and it ends cleanly when we end it.
+	// The call in flight across the rotation completes, and the
+	// connection opened before still serves.
+	release()
+	if err := <-held; err != nil {
+		t.Errorf("call in flight across the rotation: %v", err)
+	}
 	if err := testserver.Call(ctx, conn); err != nil {
 		t.Errorf("call on the connection opened before the rotation: %v", err)
 	}
