@@ -213,6 +213,16 @@ func TestUpdate(t *testing.T) {
 	if err := testserver.Call(context.Background(), conn); status.Code(err) != codes.ResourceExhausted {
 		t.Errorf("second call under a kept concurrency-1 rule: %v", err)
 	}
+	// A changed rule (a QPS added) still counts the call in flight.
+	if err := lim.Update(flow.Rule{Method: check, Concurrency: 1, QPS: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := testserver.Call(context.Background(), conn); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("second call under a changed concurrency-1 rule: %v", err)
+	}
+	if err := lim.Update(flow.Rule{Method: check, Concurrency: 1}, flow.Rule{Method: "*", QPS: 1000}); err != nil {
+		t.Fatal(err)
+	}
 	if err := lim.Update(flow.Rule{Method: check, QPS: -1}); err == nil {
 		t.Error("bad update accepted")
 	}
