@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/stats"
 	"google.golang.org/grpc/status"
 )
 
@@ -21,6 +22,7 @@ import (
 type Server struct {
 	Addr  string
 	calls atomic.Int64
+	conns atomic.Int64 // connections accepted
 	fail  atomic.Pointer[status.Status]
 	delay atomic.Int64 // ns each call waits before answering
 	hold  atomic.Pointer[hold]
@@ -43,7 +45,8 @@ func StartWith(t testing.TB, opts ...grpc.ServerOption) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Addr: lis.Addr().String(), srv: grpc.NewServer(opts...), done: make(chan struct{})}
+	s := &Server{Addr: lis.Addr().String(), done: make(chan struct{})}
+	s.srv = grpc.NewServer(append([]grpc.ServerOption{grpc.StatsHandler(connCounter{&s.conns})}, opts...)...)
 	healthpb.RegisterHealthServer(s.srv, s)
 	go func() {
 		defer close(s.done)
@@ -94,6 +97,21 @@ func (s *Server) Check(ctx context.Context, _ *healthpb.HealthCheckRequest) (*he
 		return nil, st.Err()
 	}
 	return &healthpb.HealthCheckResponse{Status: healthpb.HealthCheckResponse_SERVING}, nil
+}
+
+// Conns returns how many connections the server has accepted.
+func (s *Server) Conns() int64 { return s.conns.Load() }
+
+// connCounter counts the connections a server accepts.
+type connCounter struct{ n *atomic.Int64 }
+
+func (c connCounter) TagRPC(ctx context.Context, _ *stats.RPCTagInfo) context.Context   { return ctx }
+func (c connCounter) HandleRPC(context.Context, stats.RPCStats)                         {}
+func (c connCounter) TagConn(ctx context.Context, _ *stats.ConnTagInfo) context.Context { return ctx }
+func (c connCounter) HandleConn(_ context.Context, st stats.ConnStats) {
+	if _, ok := st.(*stats.ConnBegin); ok {
+		c.n.Add(1)
+	}
 }
 
 // Calls returns how many calls the server has served.

@@ -153,6 +153,10 @@ func TestSharesFollowWeightsAndChanges(t *testing.T) {
 	checkShares(t, got, weights)
 
 	// A weight change in etcd applies without reconnecting.
+	conns := make([]int64, len(f.srv))
+	for i, s := range f.srv {
+		conns[i] = s.Conns()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := f.reg.SetWeight(ctx, "user", f.srv[2].Addr, 20); err != nil {
@@ -174,6 +178,11 @@ func TestSharesFollowWeightsAndChanges(t *testing.T) {
 	got = f.shares(t, 10000)
 	t.Logf("weights %v → shares %.4f", weights, got)
 	checkShares(t, got, weights)
+	for i, s := range f.srv {
+		if s.Conns() != conns[i] {
+			t.Errorf("server %d: %d connections before the weight change, %d after: it reconnected", i, conns[i], s.Conns())
+		}
+	}
 }
 
 func TestWeightZeroGetsNoCalls(t *testing.T) {
