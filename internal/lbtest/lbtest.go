@@ -21,6 +21,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
 	"github.com/lodestar-rpc/lodestar/internal/testserver"
 	"github.com/lodestar-rpc/lodestar/registry"
+	"github.com/lodestar-rpc/lodestar/resilience/retry"
 )
 
 // Service is the service name the rig registers.
@@ -86,13 +87,18 @@ func (r *Rig) Index(addr string) int {
 }
 
 // Dial connects to the service with the balancer name and its config
-// (nil for none), plus opts.
+// (nil for none), plus opts, and retries the health Check (idempotent) as
+// lodestar.Dial does: on another instance, within a budget.
 func (r *Rig) Dial(name string, config any, opts ...grpc.DialOption) *grpc.ClientConn {
 	r.t.Helper()
-	return r.dial(ServiceConfig(r.t, name, config), opts...)
+	rt, err := retry.New(retry.Config{Idempotent: func(m string) bool { return m == "/grpc.health.v1.Health/Check" }, MaxAttempts: 4})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return r.dial(LBConfig(r.t, name, config), append([]grpc.DialOption{grpc.WithChainUnaryInterceptor(rt.UnaryClientInterceptor())}, opts...)...)
 }
 
-// DialPlain is Dial without grpc's retry policy.
+// DialPlain is Dial without retries.
 func (r *Rig) DialPlain(name string, config any, opts ...grpc.DialOption) *grpc.ClientConn {
 	r.t.Helper()
 	return r.dial(LBConfig(r.t, name, config), opts...)
@@ -112,22 +118,6 @@ func (r *Rig) dial(sc string, opts ...grpc.DialOption) *grpc.ClientConn {
 	}
 	r.t.Cleanup(func() { conn.Close() })
 	return conn
-}
-
-// ServiceConfig returns a service config selecting the balancer name with
-// config (nil for {}), and retrying UNAVAILABLE as lodestar.Dial does for
-// idempotent methods (the health Check the servers answer is one).
-func ServiceConfig(t testing.TB, name string, config any) string {
-	if config == nil {
-		config = struct{}{}
-	}
-	js, err := json.Marshal(config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fmt.Sprintf(`{"loadBalancingConfig":[{%q:%s}],
-	  "methodConfig":[{"name":[{"service":"grpc.health.v1.Health"}],
-	    "retryPolicy":{"maxAttempts":4,"initialBackoff":"0.05s","maxBackoff":"0.5s","backoffMultiplier":2,"retryableStatusCodes":["UNAVAILABLE"]}}]}`, name, js)
 }
 
 // LBConfig returns a service config selecting the balancer name with
