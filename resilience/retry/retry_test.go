@@ -254,3 +254,39 @@ func TestHedgingCutsTheStall(t *testing.T) {
 		t.Error("no hedges sent")
 	}
 }
+
+// Hedging at a latency quantile: no hedge before MinSamples calls, then
+// the hedge goes out at about the 90th percentile and cuts the stalls.
+func TestHedgingAtQuantile(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
+	rt, err := retry.New(retry.Config{Idempotent: idempotent, Hedge: map[string]retry.Hedge{check: {Quantile: 0.9, MinSamples: 30}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := dial(t, r, rt, roundrobin.Name, nil)
+	r.WaitAll(conn, 0, 1, 2)
+	for range 30 { // learning: no hedge yet
+		if _, err := r.Call(context.Background(), conn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, _, h := rt.Stats(); h != 0 {
+		t.Fatalf("%d hedges before MinSamples calls", h)
+	}
+	r.Srv[0].StallSome(time.Second, 1, 5)
+	var lat []time.Duration
+	for range 300 {
+		start := time.Now()
+		if _, err := r.Call(context.Background(), conn); err != nil {
+			t.Fatal(err)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	p99 := lat[len(lat)*99/100]
+	_, _, hedges := rt.Stats()
+	t.Logf("quantile hedging: p50 %v, p99 %v, %d hedges in 300 calls", lat[len(lat)/2], p99, hedges)
+	if p99 > 300*time.Millisecond || hedges == 0 {
+		t.Errorf("p99 %v with %d hedges, want well below the 1s stall", p99, hedges)
+	}
+}
