@@ -141,7 +141,10 @@ func Steer(ctx context.Context, addr string) (avoid bool, n Notifier) {
 // OutlierEjection configures the ejection of failing instances, which
 // every lodestar policy applies: an instance whose calls fail
 // ConsecutiveFailures times in a row (with UNAVAILABLE, INTERNAL, UNKNOWN,
-// DATA_LOSS or DEADLINE_EXCEEDED) gets no new calls for BaseEjectionTime
+// DATA_LOSS or DEADLINE_EXCEEDED), or whose failure rate over about its
+// last 20 calls is at least FailureRate and at least twice its peers'
+// (once it and a peer have seen FailureRateMinCalls calls), gets no new
+// calls for BaseEjectionTime
 // times the number of times it has been ejected (at most
 // MaxEjectionTime), but never more than MaxEjectionPercent of the
 // instances are ejected at once. An ejected instance gets calls again when
@@ -157,6 +160,8 @@ type OutlierEjection struct {
 	BaseEjectionTime    Duration `json:"baseEjectionTime,omitempty"`    // default 30s
 	MaxEjectionTime     Duration `json:"maxEjectionTime,omitempty"`     // default 5m
 	MaxEjectionPercent  int      `json:"maxEjectionPercent,omitempty"`  // default 50
+	FailureRate         float64  `json:"failureRate,omitempty"`         // default 0.5; 1 ejects only instances failing every call
+	FailureRateMinCalls int      `json:"failureRateMinCalls,omitempty"` // default 20
 }
 
 // WithDefaults returns o with its zero fields set to the defaults, or an
@@ -174,6 +179,12 @@ func (o OutlierEjection) WithDefaults() (OutlierEjection, error) {
 	if o.MaxEjectionPercent == 0 {
 		o.MaxEjectionPercent = 50
 	}
+	if o.FailureRate == 0 {
+		o.FailureRate = 0.5
+	}
+	if o.FailureRateMinCalls == 0 {
+		o.FailureRateMinCalls = 20
+	}
 	switch {
 	case o.ConsecutiveFailures < 1:
 		return o, fmt.Errorf("outlierEjection: consecutiveFailures %d: want at least 1", o.ConsecutiveFailures)
@@ -183,6 +194,10 @@ func (o OutlierEjection) WithDefaults() (OutlierEjection, error) {
 		return o, fmt.Errorf("outlierEjection: maxEjectionTime %v: want at least baseEjectionTime %v", time.Duration(o.MaxEjectionTime), time.Duration(o.BaseEjectionTime))
 	case o.MaxEjectionPercent < 1 || o.MaxEjectionPercent > 100:
 		return o, fmt.Errorf("outlierEjection: maxEjectionPercent %d: want 1 to 100", o.MaxEjectionPercent)
+	case !(o.FailureRate > 0 && o.FailureRate <= 1):
+		return o, fmt.Errorf("outlierEjection: failureRate %v: want more than 0, at most 1", o.FailureRate)
+	case o.FailureRateMinCalls < 1:
+		return o, fmt.Errorf("outlierEjection: failureRateMinCalls %d: want at least 1", o.FailureRateMinCalls)
 	}
 	return o, nil
 }

@@ -129,3 +129,26 @@ func TestAvoid(t *testing.T) {
 		t.Errorf("avoiding both: calls per server %v", c)
 	}
 }
+
+// An instance failing half its calls never fails 5 in a row, but its
+// failure rate is far above its peers': it is ejected.
+func TestHalfFailingInstanceEjectedByRate(t *testing.T) {
+	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
+	conn := r.DialPlain(roundrobin.Name, cfg{lb.OutlierEjection{BaseEjectionTime: lb.Duration(time.Minute)}})
+	r.WaitAll(conn, 0, 1, 2)
+	r.Srv[0].FailSome(codes.Unavailable, 1, 2)
+	ctx := context.Background()
+	for range 300 { // ejected within these
+		r.Call(ctx, conn)
+	}
+	before := r.Srv[0].Calls()
+	failed := 0
+	for range 300 {
+		if _, err := r.Call(ctx, conn); err != nil {
+			failed++
+		}
+	}
+	if n := r.Srv[0].Calls() - before; n != 0 || failed != 0 {
+		t.Errorf("after 300 calls the half-failing instance still got %d calls (%d failed)", n, failed)
+	}
+}

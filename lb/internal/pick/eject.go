@@ -27,9 +27,12 @@ type health struct {
 	consecutive atomic.Int64
 	until       atomic.Int64 // ejected until (unix ns); 0 when not ejected
 
+	calls atomic.Int64 // outcomes seen
+
 	mu        sync.Mutex
-	times     int   // ejections so far
-	lastEnded int64 // when the last ejection ended (unix ns)
+	times     int     // ejections so far
+	lastEnded int64   // when the last ejection ended (unix ns)
+	rate      float64 // failure rate over about the last 20 calls
 }
 
 // ejector applies one OutlierEjection config to a frame's instances.
@@ -55,16 +58,25 @@ func ejectable(err error) bool {
 	return false
 }
 
+// rateWeight is one call's weight in an instance's failure rate: the rate
+// follows about the last 20 calls.
+const rateWeight = 1.0 / 20
+
 // done records a call's outcome and ejects the instance if it has failed
-// too often in a row.
+// too often in a row, or fails far more often than its peers.
 func (e *ejector) done(h *health, err error) {
-	if !ejectable(err) {
-		if err == nil || status.Code(err) != codes.Canceled {
-			h.consecutive.Store(0)
-		}
+	if status.Code(err) == codes.Canceled {
+		return // the caller gave up: says nothing about the instance
+	}
+	failed := ejectable(err)
+	rate := h.record(failed)
+	if !failed {
+		h.consecutive.Store(0)
 		return
 	}
-	if h.consecutive.Add(1) < int64(e.cfg.ConsecutiveFailures) {
+	byRow := h.consecutive.Add(1) >= int64(e.cfg.ConsecutiveFailures)
+	byRate := h.calls.Load() >= int64(e.cfg.FailureRateMinCalls) && rate >= e.cfg.FailureRate
+	if !byRow && !byRate {
 		return
 	}
 	now := e.now()
@@ -72,6 +84,9 @@ func (e *ejector) done(h *health, err error) {
 	defer e.mu.Unlock()
 	if h.until.Load() > now {
 		return // already ejected
+	}
+	if !byRow && !e.farAbovePeers(h, rate) {
+		return
 	}
 	ejected := 0
 	for _, o := range e.all {
@@ -89,9 +104,42 @@ func (e *ejector) done(h *health, err error) {
 	h.times++
 	d := min(int64(e.cfg.BaseEjectionTime)*int64(h.times), int64(e.cfg.MaxEjectionTime))
 	h.lastEnded = now + d
+	h.rate = 0 // judged afresh when it returns
 	h.mu.Unlock()
 	h.consecutive.Store(0)
 	h.until.Store(now + d)
+}
+
+// farAbovePeers reports whether rate is at least twice the average failure
+// rate of the other instances that have seen enough calls (there must be
+// one); e.mu is held.
+func (e *ejector) farAbovePeers(h *health, rate float64) bool {
+	var sum float64
+	n := 0
+	for _, o := range e.all {
+		if o == h || o.calls.Load() < int64(e.cfg.FailureRateMinCalls) {
+			continue
+		}
+		o.mu.Lock()
+		sum += o.rate
+		o.mu.Unlock()
+		n++
+	}
+	return n > 0 && rate >= 2*sum/float64(n)
+}
+
+// record folds one outcome into the instance's failure rate and returns
+// the rate.
+func (h *health) record(failed bool) float64 {
+	f := 0.0
+	if failed {
+		f = 1
+	}
+	h.calls.Add(1)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.rate = h.rate*(1-rateWeight) + f*rateWeight
+	return h.rate
 }
 
 // tracked wraps one instance's picker: it skips the instance when the call
