@@ -102,9 +102,13 @@ func TestZoneThenRegionWithoutFailedCalls(t *testing.T) {
 		t.Errorf("the zone's instances did not share calls: %v", c)
 	}
 
-	// Callers keep calling while the zone goes down.
+	// Callers keep calling while the zone goes down; they signal once the
+	// region has answered 2000 calls after it did.
 	stop := make(chan struct{})
-	var failed, made atomic.Int64
+	enough := make(chan struct{})
+	var once sync.Once
+	var failed, made, regionAfter atomic.Int64
+	var zoneDown atomic.Bool
 	var wg sync.WaitGroup
 	var firstErr atomic.Value
 	for range 8 {
@@ -116,9 +120,14 @@ func TestZoneThenRegionWithoutFailedCalls(t *testing.T) {
 				default:
 				}
 				made.Add(1)
-				if _, err := r.Call(ctx, conn); err != nil {
+				i, err := r.Call(ctx, conn)
+				if err != nil {
 					failed.Add(1)
 					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				if (i == 2 || i == 3) && zoneDown.Load() && regionAfter.Add(1) == 2000 {
+					once.Do(func() { close(enough) })
 				}
 			}
 		})
@@ -129,10 +138,10 @@ func TestZoneThenRegionWithoutFailedCalls(t *testing.T) {
 	}
 	r.Srv[0].Stop()
 	r.Srv[1].Stop()
-	// Wait until the region has served 2000 calls after the zone died.
-	deadline := time.Now().Add(20 * time.Second)
-	for r.Srv[2].Calls()+r.Srv[3].Calls()-before[2]-before[3] < 2000 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // polling server counters, not waiting for an event to happen
+	zoneDown.Store(true)
+	select {
+	case <-enough:
+	case <-time.After(20 * time.Second):
 	}
 	close(stop)
 	wg.Wait()
