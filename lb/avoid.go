@@ -104,14 +104,6 @@ func OnPick(ctx context.Context, fn func(addr string)) context.Context {
 	return context.WithValue(ctx, callKey{}, c)
 }
 
-// Avoided returns the addresses ctx asks balancers to avoid.
-func Avoided(ctx context.Context) []string {
-	if c := callOf(ctx); c != nil {
-		return c.avoid
-	}
-	return nil
-}
-
 // Notifier tells a call's context of the instance picked for it.
 type Notifier struct {
 	fn  func(addr string)
