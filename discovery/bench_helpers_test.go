@@ -171,6 +171,54 @@ func (f *floorWatch) wait(tb testing.TB, typ mvccpb.Event_EventType, key string,
 	}
 }
 
+// stampWatcher wraps a client's Watcher and records when each event left
+// it, before the resolver using that client sees it: a resolver's own
+// delivery time is its update's time minus this, free of the jitter
+// between two clients' watch streams that a comparison with the floor
+// watch carries. Each Watch gets one forwarding goroutine, which ends when
+// the wrapped channel closes (its context ends, or the client closes).
+type stampWatcher struct {
+	clientv3.Watcher
+	mu sync.Mutex
+	at map[floorKey]time.Time
+}
+
+// stampWatches installs a stampWatcher on cli; cli's Watch calls made
+// afterwards go through it.
+func stampWatches(cli *clientv3.Client) *stampWatcher {
+	w := &stampWatcher{Watcher: cli.Watcher, at: make(map[floorKey]time.Time)}
+	cli.Watcher = w
+	return w
+}
+
+func (w *stampWatcher) Watch(ctx context.Context, key string, opts ...clientv3.OpOption) clientv3.WatchChan {
+	in := w.Watcher.Watch(ctx, key, opts...)
+	out := make(chan clientv3.WatchResponse)
+	go func() {
+		defer close(out)
+		for resp := range in {
+			now := time.Now()
+			w.mu.Lock()
+			for _, ev := range resp.Events {
+				w.at[floorKey{ev.Type, string(ev.Kv.Key)}] = now
+			}
+			w.mu.Unlock()
+			select {
+			case out <- resp:
+			case <-ctx.Done():
+			}
+		}
+	}()
+	return out
+}
+
+// stamp returns when the event last left the watcher, or the zero time.
+func (w *stampWatcher) stamp(typ mvccpb.Event_EventType, key string) time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.at[floorKey{typ, key}]
+}
+
 // ---- calls through a real grpc.ClientConn ----
 
 // callTracker records, per backend address, when the first and the last

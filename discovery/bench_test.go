@@ -266,6 +266,10 @@ func benchPropagation(b *testing.B) {
 //	beyond watch: for one Put of an extra instance, the update holding it
 //	     minus the time the same Put reached a plain clientv3 Watch on
 //	     the prefix (median of 20)
+//	own: for the same Put, the update holding it minus the time the
+//	     event left the resolver's own etcd client (stampWatcher): the
+//	     resolver's own work per change, without the jitter between two
+//	     clients' watch streams that "beyond watch" carries (median of 20)
 //	bytes/change: process-wide runtime TotalAlloc around one such Put
 //	     (Put to update, plus 5 ms), with that resolver running, minus
 //	     the same figure with no resolver running (baseline: the writer,
@@ -290,12 +294,14 @@ func BenchmarkScale(b *testing.B) {
 type scaleSystem struct {
 	name  string
 	build func(resolver.ClientConn) (resolver.Resolver, error)
+	stamp *stampWatcher
 }
 
 type scaleResult struct {
 	build   []time.Duration
 	heap    []float64 // bytes per instance, per build
 	beyond  []time.Duration
+	own     []time.Duration // event out of the resolver's client → update
 	toUpd   []time.Duration // Put → update
 	toWatch []time.Duration // Put → floor watch event
 	bytes   []float64       // per change, raw (baseline not subtracted)
@@ -338,6 +344,7 @@ func benchScale(b *testing.B, n int) {
 		}
 	}
 	floor := startFloor(b, cliW, benchPrefix)
+	stampL, stampE := stampWatches(cliL), stampWatches(cliE)
 
 	lb, err := discovery.NewBuilder(cliL)
 	if err != nil {
@@ -350,21 +357,21 @@ func benchScale(b *testing.B, n int) {
 	systems := []scaleSystem{
 		{"lodestar", func(cc resolver.ClientConn) (resolver.Resolver, error) {
 			return lb.Build(resolver.Target{URL: url.URL{Scheme: discovery.Scheme, Path: "/" + benchService}}, cc, resolver.BuildOptions{})
-		}},
+		}, stampL},
 		{"etcd naming", func(cc resolver.ClientConn) (resolver.Resolver, error) {
 			return eb.Build(resolver.Target{URL: url.URL{Scheme: "etcd", Path: "/" + strings.TrimSuffix(benchPrefix, "/")}}, cc, resolver.BuildOptions{})
-		}},
+		}, stampE},
 	}
 
 	extra := 0 // extra instances get fresh addresses
 	// The baseline (no resolver running) is measured before and after the
 	// two systems, and averaged.
-	base0 := scaleChangesRun(b, writer, floor, nil, &extra)
+	base0 := scaleChangesRun(b, writer, floor, nil, nil, &extra)
 	results := make([]scaleResult, len(systems))
 	for i, sys := range systems {
 		results[i] = scaleSystemRun(b, sys, n, writer, floor, &extra)
 	}
-	base1 := scaleChangesRun(b, writer, floor, nil, &extra)
+	base1 := scaleChangesRun(b, writer, floor, nil, nil, &extra)
 	base := scaleResult{
 		toWatch: append(slices.Clone(base0.toWatch), base1.toWatch...),
 		bytes:   append(slices.Clone(base0.bytes), base1.bytes...),
@@ -376,19 +383,21 @@ func benchScale(b *testing.B, n int) {
 	fmt.Fprintf(&t, "scale N=%d (%.0f B per value, realistic metadata); build: median of %d; upd/watch/beyond: medians of %d Puts\n",
 		n, float64(valueBytes)/float64(n), scaleBuilds, scaleChanges)
 	fmt.Fprintf(&t, "upd = Put→resolver update holding it, watch = Put→event at a plain Watch, beyond = upd − watch per Put;\n")
+	fmt.Fprintf(&t, "own = event out of the resolver's own etcd client→update (the resolver's work, without the two clients' jitter);\n")
 	fmt.Fprintf(&t, "bytes/allocs per change: process-wide, minus the no-resolver baseline; heap/inst: live heap after the full list, over N\n")
-	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %12s %10s %12s\n", "", "build ms", "beyond µs", "upd µs", "watch µs", "bytes/chg", "allocs/chg", "heap/inst")
-	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10.0f %12s %10.0f %12s\n", "raw watch (baseline)", "-", "-", "-",
+	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %10s %12s %10s %12s\n", "", "build ms", "own µs", "beyond µs", "upd µs", "watch µs", "bytes/chg", "allocs/chg", "heap/inst")
+	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %10.0f %12s %10.0f %12s\n", "raw watch (baseline)", "-", "-", "-", "-",
 		us(pct(base.toWatch, .5)), sizeStr(baseBytes), baseAllocs, "-")
 	for i, sys := range systems {
 		r := results[i]
-		fmt.Fprintf(&t, "%-24s %10.1f %10.0f %10.0f %10.0f %12s %10.0f %12s\n", sys.name,
-			ms(pct(r.build, .5)), us(pct(r.beyond, .5)), us(pct(r.toUpd, .5)), us(pct(r.toWatch, .5)),
+		fmt.Fprintf(&t, "%-24s %10.1f %10.0f %10.0f %10.0f %10.0f %12s %10.0f %12s\n", sys.name,
+			ms(pct(r.build, .5)), us(pct(r.own, .5)), us(pct(r.beyond, .5)), us(pct(r.toUpd, .5)), us(pct(r.toWatch, .5)),
 			sizeStr(median(r.bytes)-baseBytes), median(r.allocs)-baseAllocs, sizeStr(median(r.heap)))
 	}
 	l, e := results[0], results[1]
-	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %12s %10s %12s\n", "lodestar / etcd naming",
+	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %10s %12s %10s %12s\n", "lodestar / etcd naming",
 		ratio(ms(pct(l.build, .5)), ms(pct(e.build, .5))),
+		ratio(us(pct(l.own, .5)), us(pct(e.own, .5))),
 		ratio(us(pct(l.beyond, .5)), us(pct(e.beyond, .5))),
 		ratio(us(pct(l.toUpd, .5)), us(pct(e.toUpd, .5))), "",
 		ratio(median(l.bytes)-baseBytes, median(e.bytes)-baseBytes),
@@ -399,13 +408,15 @@ func benchScale(b *testing.B, n int) {
 		msList(l.build), msList(e.build))
 	fmt.Fprintf(&t, "raw bytes/change (baseline included), median / mean: lodestar %s / %s; etcd naming %s / %s\n",
 		sizeStr(median(l.bytes)), sizeStr(mean(l.bytes)), sizeStr(median(e.bytes)), sizeStr(mean(e.bytes)))
-	fmt.Fprintf(&t, "beyond watch p90 (µs): lodestar %.0f, etcd naming %.0f\n", us(pct(l.beyond, .9)), us(pct(e.beyond, .9)))
+	fmt.Fprintf(&t, "p90 (µs): own: lodestar %.0f, etcd naming %.0f; beyond watch: lodestar %.0f, etcd naming %.0f\n",
+		us(pct(l.own, .9)), us(pct(e.own, .9)), us(pct(l.beyond, .9)), us(pct(e.beyond, .9)))
 	printTable(b, t.String())
 
 	for i, name := range []string{"lodestar", "etcd"} {
 		r := results[i]
 		b.ReportMetric(ms(pct(r.build, .5)), name+"-build-ms")
 		b.ReportMetric(us(pct(r.beyond, .5)), name+"-beyond-watch-us")
+		b.ReportMetric(us(pct(r.own, .5)), name+"-own-us")
 		b.ReportMetric(median(r.bytes)-baseBytes, name+"-B/change")
 		b.ReportMetric(median(r.heap), name+"-heap-B/inst")
 	}
@@ -445,15 +456,15 @@ func scaleSystemRun(b *testing.B, sys scaleSystem, n int, writer *clientv3.Clien
 		runtime.ReadMemStats(&m1)
 		res.heap = append(res.heap, (float64(m1.HeapAlloc)-float64(m0.HeapAlloc))/float64(n))
 	}
-	ch := scaleChangesRun(b, writer, floor, cc, extra)
-	res.beyond, res.toUpd, res.toWatch, res.bytes, res.allocs = ch.beyond, ch.toUpd, ch.toWatch, ch.bytes, ch.allocs
+	ch := scaleChangesRun(b, writer, floor, cc, sys.stamp, extra)
+	res.beyond, res.own, res.toUpd, res.toWatch, res.bytes, res.allocs = ch.beyond, ch.own, ch.toUpd, ch.toWatch, ch.bytes, ch.allocs
 	return res
 }
 
 // scaleChangesRun puts scaleChanges extra instances, one at a time, each
 // removed again (unmeasured) before the next. With cc nil it measures the
 // baseline: Put to the floor watch event only.
-func scaleChangesRun(b *testing.B, writer *clientv3.Client, floor *floorWatch, cc *recCC, extra *int) scaleResult {
+func scaleChangesRun(b *testing.B, writer *clientv3.Client, floor *floorWatch, cc *recCC, stamp *stampWatcher, extra *int) scaleResult {
 	var res scaleResult
 	for range scaleChanges {
 		addr := fmt.Sprintf("127.0.0.1:%d", 40000+*extra)
@@ -478,6 +489,7 @@ func scaleChangesRun(b *testing.B, writer *clientv3.Client, floor *floorWatch, c
 		if cc != nil {
 			res.toUpd = append(res.toUpd, tu.Sub(t0))
 			res.beyond = append(res.beyond, tu.Sub(tw))
+			res.own = append(res.own, tu.Sub(stamp.stamp(mvccpb.PUT, key)))
 			cc.expect(func(s resolver.State) bool { return !hasAddr(s, addr) })
 		}
 		benchDelete(b, writer, key)

@@ -15,8 +15,10 @@
 // watches from the next revision, so no change between the two is lost; it
 // applies changes in revision order and pushes a list to grpc only when an
 // instance really changed, with bursts coalesced into one update. Work per
-// change is proportional to the change: the list is a map plus a sorted
-// slice updated in place, and addresses are pushed in sorted order.
+// change is proportional to the change: the list is a map, and each update
+// is the last sorted list with the changes merged in, one copy of it (grpc's
+// resolver API takes the whole list each time), never a walk over every
+// instance. Addresses are pushed in sorted order.
 //
 // While etcd is unreachable the last list stays in force: the resolver
 // never pushes an empty list because etcd is away. Only an instance whose

@@ -35,7 +35,7 @@ func (r *etcdResolver) snapshotPath() string {
 func (r *etcdResolver) saveSnapshot() {
 	r.snapDirty = false
 	f := snapshotFile{Service: r.service, Prefix: r.b.opts.prefix, Revision: r.rev, Saved: time.Now().UTC()}
-	for _, e := range r.sorted {
+	for _, e := range r.sortedEntries() {
 		if e.stale {
 			continue
 		}
