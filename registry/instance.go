@@ -188,22 +188,26 @@ func Encode(addr string, md Metadata) ([]byte, error) {
 // DefaultWeight, status serving. Known metadata fields of the wrong type,
 // an empty address, or a value that is not JSON are errors.
 func Decode(value []byte) (addr string, md Metadata, err error) {
-	var w decodeValue
-	if err := json.Unmarshal(value, &w); err != nil {
-		var me *metadataError
-		if errors.As(err, &me) {
-			return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", w.Addr, me.err)
+	addr, meta, ok := quickDecode(value)
+	if !ok {
+		var w decodeValue
+		if err := json.Unmarshal(value, &w); err != nil {
+			var me *metadataError
+			if errors.As(err, &me) {
+				return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", w.Addr, me.err)
+			}
+			return "", Metadata{}, fmt.Errorf("registry: value is not an endpoint JSON object: %w", err)
 		}
-		return "", Metadata{}, fmt.Errorf("registry: value is not an endpoint JSON object: %w", err)
+		addr, meta = w.Addr, w.Metadata
 	}
-	if w.Addr == "" {
+	if addr == "" {
 		return "", Metadata{}, errors.New(`registry: value has no "Addr"`)
 	}
 	md = Metadata{Weight: DefaultWeight, Status: StatusServing}
-	if !w.Metadata.present {
-		return w.Addr, md, nil
+	if !meta.present {
+		return addr, md, nil
 	}
-	wm := &w.Metadata.wireMeta
+	wm := &meta.wireMeta
 	md.Version, md.Region, md.Zone, md.Labels = wm.Version, wm.Region, wm.Zone, wm.Labels
 	if wm.Weight != nil {
 		md.Weight = *wm.Weight
@@ -212,9 +216,9 @@ func Decode(value []byte) (addr string, md Metadata, err error) {
 		md.Status = wm.Status
 	}
 	if err := md.validate(); err != nil {
-		return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", w.Addr, err)
+		return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", addr, err)
 	}
-	return w.Addr, md, nil
+	return addr, md, nil
 }
 
 // decodeValue reads a value in one pass: Metadata that is not an object
