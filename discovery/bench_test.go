@@ -270,6 +270,8 @@ func benchPropagation(b *testing.B) {
 //	     event left the resolver's own etcd client (stampWatcher): the
 //	     resolver's own work per change, without the jitter between two
 //	     clients' watch streams that "beyond watch" carries (median of 20)
+//	     Each Put follows a quiet spell of DefaultUpdateInterval, so
+//	     lodestar delivers it at once rather than with a burst.
 //	bytes/change: process-wide runtime TotalAlloc around one such Put
 //	     (Put to update, plus 5 ms), with that resolver running, minus
 //	     the same figure with no resolver running (baseline: the writer,
@@ -497,6 +499,9 @@ func scaleChangesRun(b *testing.B, writer *clientv3.Client, floor *floorWatch, c
 		if cc != nil {
 			cc.wait(b, scaleTimeout)
 		}
+		// A quiet spell before the next Put, which lodestar would
+		// otherwise hold back as part of a burst (WithUpdateInterval).
+		window(discovery.DefaultUpdateInterval)
 	}
 	return res
 }

@@ -48,6 +48,8 @@ func NewBuilder(cli *clientv3.Client, opts ...Option) (*Builder, error) {
 		return nil, fmt.Errorf("discovery: backoff base %s, max %s: want 0 < base <= max", o.backoffBase, o.backoffMax)
 	case o.resetGrace < 0:
 		return nil, errors.New("discovery: reset grace must not be negative")
+	case o.updateInterval < 0:
+		return nil, fmt.Errorf("discovery: update interval %s must not be negative", o.updateInterval)
 	}
 	o.prefix = strings.TrimRight(o.prefix, "/")
 	return &Builder{cli: cli, opts: o}, nil

@@ -14,11 +14,15 @@
 // It reads the service's keys at one revision with a linearizable Get, then
 // watches from the next revision, so no change between the two is lost; it
 // applies changes in revision order and pushes a list to grpc only when an
-// instance really changed, with bursts coalesced into one update. Work per
-// change is proportional to the change: the list is a map, and each update
-// is the last sorted list with the changes merged in, one copy of it (grpc's
+// instance really changed. Bursts are coalesced: changes committed together
+// make one update, and changes that follow an update within
+// WithUpdateInterval (20 ms) are held and pushed together when it ends,
+// while a change after a quiet spell goes at once. Work per change is
+// proportional to the change: the list is a map, and each update is the
+// last sorted list with the changes merged in, one copy of it (grpc's
 // resolver API takes the whole list each time), never a walk over every
-// instance. Addresses are pushed in sorted order.
+// instance (except while every instance is draining). Addresses are pushed
+// in sorted order.
 //
 // While etcd is unreachable the last list stays in force: the resolver
 // never pushes an empty list because etcd is away. Only an instance whose

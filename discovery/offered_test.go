@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/resolver"
@@ -64,22 +65,34 @@ func sameEndpoints(a, b []resolver.Endpoint) bool {
 // checks after every push that the list merged from the last one equals
 // the list built from scratch, and that no list grpc was given changed
 // afterwards. The large case crosses spareMin, so the prepared memory is
-// used too; the small one drains every instance at times.
+// used too, and at one point drains every instance of a fully serving
+// list and changes it further while all are draining (the list of draining
+// instances offered then must not reuse memory grpc holds); the small one
+// drains every instance at random times.
 func TestIncrementalListMatchesRebuild(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		keys    int
 		addrs   int
 		batches int
+		drainAt int // from this batch: undrain every instance, drain every one, add two draining, undrain; -1 for none
 	}{
-		{"large", 3000, 1500, 300},
-		{"small", 6, 3, 400},
+		{"large", 3000, 1500, 300, 150},
+		{"small", 6, 3, 400, -1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(7, uint64(tc.keys)))
 			cc := &pushRecorder{}
 			opts := defaultOptions()
-			opts.logger = slog.New(slog.DiscardHandler)
+			// The merge falls back to a rebuild, logged as an error, if
+			// its bookkeeping is wrong: that must never happen.
+			var logged strings.Builder
+			opts.logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelError}))
+			t.Cleanup(func() {
+				if logged.Len() > 0 {
+					t.Errorf("the resolver logged errors:\n%s", logged.String())
+				}
+			})
 			opts.filter = func(in registry.Instance) bool { return in.Metadata.Zone != "hidden" }
 			r := &etcdResolver{b: &Builder{opts: opts}, cc: cc, service: "user", prefix: registry.ServicePrefix(opts.prefix, "user"),
 				entries: map[string]*entry{}, strs: map[string]string{}, labelSets: map[string]map[string]string{}}
@@ -103,16 +116,44 @@ func TestIncrementalListMatchesRebuild(t *testing.T) {
 				put()
 			}
 			r.push()
-			for b := range tc.batches {
-				ops := 1 + rng.IntN(4)
-				if rng.IntN(10) == 0 {
-					ops = 1 + rng.IntN(tc.keys/2+1) // a burst
+			setAll := func(status registry.Status) {
+				for k, e := range r.entries {
+					md := e.attr.inst.Metadata
+					md.Status = status
+					v, err := registry.Encode(e.attr.inst.Addr, md)
+					if err != nil {
+						t.Fatal(err)
+					}
+					r.put(k, v)
 				}
-				for range ops {
-					if rng.IntN(3) == 0 {
-						r.remove(key(rng.IntN(tc.keys)))
-					} else {
-						put()
+			}
+			for b := range tc.batches {
+				switch {
+				case tc.drainAt < 0 || b < tc.drainAt || b > tc.drainAt+4:
+					ops := 1 + rng.IntN(4)
+					if rng.IntN(10) == 0 {
+						ops = 1 + rng.IntN(tc.keys/2+1) // a burst
+					}
+					for range ops {
+						if rng.IntN(3) == 0 {
+							r.remove(key(rng.IntN(tc.keys)))
+						} else {
+							put()
+						}
+					}
+				case b == tc.drainAt || b == tc.drainAt+4:
+					setAll(registry.StatusServing)
+				case b == tc.drainAt+1:
+					setAll(registry.StatusDraining)
+				default:
+					// Still all draining: one more instance, draining
+					// too, in each of two batches.
+					for i := range tc.keys {
+						if _, ok := r.entries[key(i)]; !ok {
+							v, _ := registry.Encode(addr(i%tc.addrs), registry.Metadata{Weight: 1, Status: registry.StatusDraining, Zone: "a"})
+							r.put(key(i), v)
+							break
+						}
 					}
 				}
 				r.push()

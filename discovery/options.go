@@ -14,6 +14,7 @@ const (
 	DefaultBackoffMax     = 2 * time.Second
 	DefaultResetGrace     = registry.DefaultTTL
 	DefaultSnapshotEvery  = time.Second
+	DefaultUpdateInterval = 20 * time.Millisecond
 )
 
 // Option configures a Builder.
@@ -34,6 +35,7 @@ type options struct {
 	resetGrace     time.Duration
 	snapshotDir    string
 	snapshotEvery  time.Duration
+	updateInterval time.Duration
 }
 
 func defaultOptions() options {
@@ -46,6 +48,7 @@ func defaultOptions() options {
 		backoffMax:     DefaultBackoffMax,
 		resetGrace:     DefaultResetGrace,
 		snapshotEvery:  DefaultSnapshotEvery,
+		updateInterval: DefaultUpdateInterval,
 	}
 }
 
@@ -65,7 +68,9 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithFilter keeps only the instances for which keep returns true, e.g.
-// one region's. It runs on every change, on the resolver's goroutine.
+// one region's. It runs on the resolver's goroutine for each instance that
+// changes, and must depend on the instance alone: an instance's verdict
+// is not asked again until the instance changes.
 func WithFilter(keep func(registry.Instance) bool) Option {
 	return optionFunc(func(o *options) { o.filter = keep })
 }
@@ -106,4 +111,16 @@ func WithResetGrace(d time.Duration) Option {
 // answers. Instances served from the file are logged as stale.
 func WithSnapshotDir(dir string) Option {
 	return optionFunc(func(o *options) { o.snapshotDir = dir })
+}
+
+// WithUpdateInterval sets the least time between two lists pushed to grpc
+// while watching (default 20 ms; 0 pushes every change at once). A change
+// after a quiet spell is pushed at once; changes that follow within the
+// interval are held and pushed together when it ends. grpc's resolver API
+// takes the whole list on each update, and its balancers walk all of it,
+// so at thousands of instances a rolling restart (a deregistration and a
+// registration per instance, each its own etcd event) would otherwise cost
+// one full update per event.
+func WithUpdateInterval(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.updateInterval = d })
 }

@@ -47,6 +47,7 @@ type etcdResolver struct {
 	entries   map[string]*entry            // by etcd key
 	offered   []resolver.Endpoint          // the offered list last pushed, by address then id; never modified once pushed
 	dirty     []*entry                     // entries changed since the last push
+	draining  int                          // entries whose status is draining
 	spare     []resolver.Endpoint          // memory for the next offered list, touched in advance; never pushed yet
 	rev       int64                        // revision the list is at
 	cluster   uint64                       // etcd cluster id the list came from; 0 before the first list
@@ -58,6 +59,8 @@ type etcdResolver struct {
 	snapDirty bool
 	snapTimer *time.Timer
 	lastTry   time.Time
+	lastPush  time.Time // when grpc last got a list
+	held      int       // changes applied but held back by the update interval
 }
 
 type entry struct {
@@ -225,7 +228,7 @@ func (r *etcdResolver) list() error {
 			r.grace = time.NewTimer(r.b.opts.resetGrace)
 		}
 	}
-	if changes > 0 || !r.pushed || r.pushedStale() {
+	if changes > 0 || len(r.dirty) > 0 || !r.pushed || r.pushedStale() {
 		r.push()
 	}
 	r.emit(Event{Kind: EventListed, Changes: changes})
@@ -253,9 +256,34 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 	defer cancel()
 	wch := r.b.cli.Watch(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithRev(r.rev+1),
 		clientv3.WithCreatedNotify(), clientv3.WithProgressNotify())
-	var graceC, snapC <-chan time.Time
+	// Changes held back by the update interval go out when it ends, and
+	// when the watch ends for any reason but Close.
+	var heldT *time.Timer
+	flush := func() {
+		if heldT != nil {
+			heldT.Stop()
+			heldT = nil
+		}
+		if r.held > 0 {
+			n := r.held
+			r.held = 0
+			r.push()
+			r.emit(Event{Kind: EventUpdated, Changes: n})
+		}
+	}
+	defer func() {
+		if r.ctx.Err() == nil {
+			flush()
+		} else if heldT != nil {
+			heldT.Stop()
+		}
+	}()
+	var graceC, snapC, heldC <-chan time.Time
 	for {
-		graceC, snapC = nil, nil
+		graceC, snapC, heldC = nil, nil, nil
+		if heldT != nil {
+			heldC = heldT.C
+		}
 		if r.grace != nil {
 			graceC = r.grace.C
 		}
@@ -270,6 +298,9 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 		case <-snapC:
 			r.snapTimer = nil
 			r.saveSnapshot()
+		case <-heldC:
+			heldT = nil
+			flush()
 		case <-r.reconnected:
 			if err := r.checkSameEtcd(); err != nil {
 				return true, err
@@ -297,8 +328,12 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 				break
 			}
 			if changes > 0 {
-				r.push()
-				r.emit(Event{Kind: EventUpdated, Changes: changes})
+				r.held += changes
+				if wait := r.b.opts.updateInterval - time.Since(r.lastPush); wait <= 0 {
+					flush()
+				} else if heldT == nil {
+					heldT = time.NewTimer(wait)
+				}
 			}
 			if err != nil || relist {
 				return relist, err
@@ -382,14 +417,26 @@ func (r *etcdResolver) put(key string, value []byte) bool {
 			return false
 		}
 		e.attr, e.ep = attr, endpointOf(attr)
-		e.draining = inst.Metadata.Status == registry.StatusDraining
+		r.setDraining(e, inst.Metadata.Status == registry.StatusDraining)
 		r.markDirty(e)
 		return true
 	}
-	e := &entry{key: key, attr: attr, ep: endpointOf(attr), draining: inst.Metadata.Status == registry.StatusDraining}
+	e := &entry{key: key, attr: attr, ep: endpointOf(attr)}
+	r.setDraining(e, inst.Metadata.Status == registry.StatusDraining)
 	r.entries[key] = e
 	r.markDirty(e)
 	return true
+}
+
+func (r *etcdResolver) setDraining(e *entry, draining bool) {
+	if e.draining != draining {
+		e.draining = draining
+		if draining {
+			r.draining++
+		} else {
+			r.draining--
+		}
+	}
 }
 
 func (r *etcdResolver) remove(key string) bool {
@@ -401,6 +448,7 @@ func (r *etcdResolver) remove(key string) bool {
 		r.stale--
 	}
 	delete(r.entries, key)
+	r.setDraining(e, false)
 	e.gone = true
 	r.markDirty(e)
 	return true
@@ -494,9 +542,13 @@ func (r *etcdResolver) nextOffered() []resolver.Endpoint {
 	if len(dels) == 0 && len(ins) == 0 {
 		return old
 	}
+	n := len(old) - len(dels) + len(ins)
+	if n == 0 {
+		return nil
+	}
 	slices.Sort(dels)
 	slices.SortFunc(ins, compareEntries)
-	out := r.takeSpare(len(old) - len(dels) + len(ins))
+	out := r.takeSpare(n)
 	d := 0
 	// keep appends old[from:to] but the deleted ones, a run at a time.
 	keep := func(from, to int) {
@@ -591,9 +643,14 @@ func (r *etcdResolver) sortedEntries() []*entry {
 }
 
 func (r *etcdResolver) decode(key string, value []byte) (registry.Instance, error) {
-	_, id, err := registry.ParseKey(r.b.opts.prefix, key)
+	service, id, err := registry.ParseKey(r.b.opts.prefix, key)
 	if err != nil {
 		return registry.Instance{}, err
+	}
+	if service != r.service {
+		// Only a snapshot file can hold one: the watch is on the
+		// service's prefix.
+		return registry.Instance{}, fmt.Errorf("discovery: key %q is not an instance of %q", key, r.service)
 	}
 	addr, md, err := registry.Decode(value)
 	if err != nil {
@@ -654,14 +711,18 @@ func (r *etcdResolver) intern(s string) string {
 func (r *etcdResolver) push() {
 	r.offered = r.nextOffered()
 	eps := r.offered
-	if len(eps) == 0 {
+	if len(eps) == 0 && r.draining > 0 {
+		// Every instance the filter keeps is draining: offer them all,
+		// in a list of its own (a walk over every entry, for as long as
+		// this lasts).
+		eps = nil
 		for _, e := range r.sortedEntries() {
 			if r.b.opts.filter == nil || r.b.opts.filter(e.attr.inst) {
 				eps = append(eps, e.ep)
 			}
 		}
 	}
-	r.pushed = true
+	r.pushed, r.lastPush, r.held = true, time.Now(), 0
 	err := r.cc.UpdateState(resolver.State{Endpoints: eps})
 	if len(eps) == 0 {
 		r.cc.ReportError(fmt.Errorf("discovery: no instances of service %q under %s", r.service, r.prefix))

@@ -41,6 +41,66 @@ func TestBuildRejectsBadTargets(t *testing.T) {
 	if _, err := NewBuilder(nil); err == nil {
 		t.Error("NewBuilder(nil) accepted")
 	}
+	for _, tc := range []struct {
+		opt  Option
+		want string
+	}{
+		{WithPrefix("/"), `prefix "/"`},
+		{WithRequestTimeout(0), "request timeout"},
+		{WithBackoff(time.Second, time.Millisecond), "backoff base 1s, max 1ms"},
+		{WithResetGrace(-time.Second), "reset grace"},
+		{WithUpdateInterval(-time.Millisecond), "update interval -1ms"},
+	} {
+		if _, err := NewBuilder(c.Client(t), tc.opt); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("NewBuilder with a bad option = %v, want an error containing %q", err, tc.want)
+		}
+	}
+}
+
+// TestSeparateChangesArePaced: changes that are each their own etcd event
+// reach grpc together when they follow a push within the update
+// interval, and a change after a quiet spell reaches it at once.
+func TestSeparateChangesArePaced(t *testing.T) {
+	const interval = 1500 * time.Millisecond
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(0), registry.Metadata{})
+	b, err := NewBuilder(cli, WithUpdateInterval(interval))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	want := []string{addr(0)}
+	cc.waitAddrs(t, 10*time.Second, want...)
+	listed, before := time.Now(), cc.updates()
+
+	// Ten registrations, one Put each, right after the first list.
+	for i := 1; i <= 10; i++ {
+		putInstance(t, cli, "user", addr(i), registry.Metadata{})
+		want = append(want, addr(i))
+	}
+	cc.waitAddrs(t, 10*time.Second, want...)
+	held := time.Now()
+	if got := cc.updates() - before; got != 1 {
+		t.Errorf("10 registrations within the interval reached grpc as %d updates, want 1", got)
+	}
+	if d := held.Sub(listed); d < interval/2 {
+		t.Errorf("registrations within the interval after a push reached grpc after %s, want them held for about %s", d, interval)
+	}
+
+	// A quiet spell, then one change: no wait.
+	<-time.After(interval - time.Since(held))
+	before = cc.updates()
+	put := time.Now()
+	putInstance(t, cli, "user", addr(11), registry.Metadata{})
+	cc.waitAddrs(t, 10*time.Second, append(want, addr(11))...)
+	if d := time.Since(put); d > interval/2 {
+		t.Errorf("a change after a quiet spell reached grpc after %s; want it at once", d)
+	}
+	if got := cc.updates() - before; got != 1 {
+		t.Errorf("one change reached grpc as %d updates, want 1", got)
+	}
 }
 
 func TestListsAndFollowsChangesWithMetadata(t *testing.T) {

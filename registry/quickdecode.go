@@ -6,8 +6,8 @@ package registry
 // thousands of instances is decoded at every list, and a change must be
 // decoded between the watch event and the update, where encoding/json's
 // first call after an idle spell costs tens of microseconds. Anything else
-// (whitespace, escapes, non-ASCII, null, unknown or repeated keys, another
-// writer's metadata) returns ok false, and Decode uses encoding/json, which
+// (whitespace, escapes, non-ASCII, null, unknown or repeated field names,
+// another writer's metadata) returns ok false, and Decode uses encoding/json, which
 // stays the definition: both give the same result for every value this
 // accepts (FuzzQuickDecode).
 func quickDecode(v []byte) (addr string, w lenientMeta, ok bool) {
