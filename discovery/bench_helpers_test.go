@@ -386,6 +386,13 @@ func (c *recCC) NewAddress([]resolver.Address) {}
 
 func (c *recCC) ParseServiceConfig(string) *serviceconfig.ParseResult { return nil }
 
+// count returns how many updates arrived so far.
+func (c *recCC) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.updates
+}
+
 // expect arms pred; call it before the action whose update is awaited.
 func (c *recCC) expect(pred func(resolver.State) bool) {
 	c.mu.Lock()

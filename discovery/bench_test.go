@@ -308,6 +308,16 @@ type scaleResult struct {
 	toWatch []time.Duration // Put → floor watch event
 	bytes   []float64       // per change, raw (baseline not subtracted)
 	allocs  []float64
+	burst   burstResult
+}
+
+// burstResult is what a burst of separate registrations cost a resolver.
+type burstResult struct {
+	puts     int
+	putting  time.Duration // first Put sent → last Put acknowledged
+	updates  int           // updates grpc got from the first Put until the list held every new instance
+	converge time.Duration // last Put acknowledged → the update holding every new instance
+	bytes    float64       // allocated process-wide over the same span
 }
 
 const (
@@ -412,6 +422,13 @@ func benchScale(b *testing.B, n int) {
 		sizeStr(median(l.bytes)), sizeStr(mean(l.bytes)), sizeStr(median(e.bytes)), sizeStr(mean(e.bytes)))
 	fmt.Fprintf(&t, "p90 (µs): own: lodestar %.0f, etcd naming %.0f; beyond watch: lodestar %.0f, etcd naming %.0f\n",
 		us(pct(l.own, .9)), us(pct(e.own, .9)), us(pct(l.beyond, .9)), us(pct(e.beyond, .9)))
+	fmt.Fprintf(&t, "burst: %d registrations, one Put each from one writer (a rolling restart's pace, only faster); updates = until the list held all,\n", burstPuts)
+	fmt.Fprintf(&t, "converge = last Put acknowledged → that update, allocated = process-wide over the burst (etcd's own work included)\n")
+	for i, sys := range systems {
+		r := results[i].burst
+		fmt.Fprintf(&t, "  %-12s puts took %6.1f ms; %4d updates; converge %7.2f ms; allocated %s\n",
+			sys.name, ms(r.putting), r.updates, ms(r.converge), sizeStr(r.bytes))
+	}
 	printTable(b, t.String())
 
 	for i, name := range []string{"lodestar", "etcd"} {
@@ -458,8 +475,57 @@ func scaleSystemRun(b *testing.B, sys scaleSystem, n int, writer *clientv3.Clien
 		runtime.ReadMemStats(&m1)
 		res.heap = append(res.heap, (float64(m1.HeapAlloc)-float64(m0.HeapAlloc))/float64(n))
 	}
+	res.burst = scaleBurst(b, writer, cc, n, extra)
 	ch := scaleChangesRun(b, writer, floor, cc, sys.stamp, extra)
 	res.beyond, res.own, res.toUpd, res.toWatch, res.bytes, res.allocs = ch.beyond, ch.own, ch.toUpd, ch.toWatch, ch.bytes, ch.allocs
+	return res
+}
+
+// burstPuts is how many registrations a burst makes, one Put each.
+const burstPuts = 200
+
+// scaleBurst registers burstPuts extra instances, one Put after another
+// from one writer, as a rolling restart's registrations arrive: each its
+// own etcd event. It records how many updates the resolver gave grpc until
+// its list held all of them, and how long after the last Put that was;
+// then it removes them again (two transactions, unmeasured).
+func scaleBurst(b *testing.B, writer *clientv3.Client, cc *recCC, n int, extra *int) burstResult {
+	keys := make([]string, burstPuts)
+	values := make([]string, burstPuts)
+	for i := range keys {
+		keys[i], values[i] = instanceKV(b, benchService, fmt.Sprintf("127.0.0.1:%d", 40000+*extra), *extra)
+		*extra++
+	}
+	window(2 * discovery.DefaultUpdateInterval) // a quiet spell first
+	cc.expect(func(s resolver.State) bool { return len(s.Endpoints) == n+burstPuts })
+	before := cc.count()
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	t0 := time.Now()
+	for i := range keys {
+		benchPut(b, writer, keys[i], values[i])
+	}
+	tPut := time.Now()
+	tAll := cc.wait(b, scaleTimeout)
+	res := burstResult{puts: burstPuts, putting: tPut.Sub(t0), updates: cc.count() - before, converge: max(0, tAll.Sub(tPut))}
+	runtime.ReadMemStats(&m1)
+	res.bytes = float64(m1.TotalAlloc - m0.TotalAlloc)
+
+	cc.expect(func(s resolver.State) bool { return len(s.Endpoints) == n })
+	for start := 0; start < len(keys); start += 100 { // etcd takes at most 128 operations per transaction
+		var ops []clientv3.Op
+		for _, k := range keys[start:min(start+100, len(keys))] {
+			ops = append(ops, clientv3.OpDelete(k))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := writer.Txn(ctx).Then(ops...).Commit()
+		cancel()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	cc.wait(b, scaleTimeout)
+	window(2 * discovery.DefaultUpdateInterval)
 	return res
 }
 
