@@ -279,9 +279,12 @@ func benchPropagation(b *testing.B) {
 //	     (the baseline: of 40, before and after), which keeps etcd's
 //	     background work (backend commits, ticks) out
 //	heap/instance: live heap (after runtime.GC) after the first full list
-//	     minus before Build, over N: the resolver's state plus the last
-//	     state it pushed, which the recording ClientConn keeps as grpc
-//	     would
+//	     minus before Build (the resolver's state plus the last state it
+//	     pushed, which the recording ClientConn keeps as grpc would),
+//	     minus the same for a service of one instance (the fixed cost of
+//	     a resolver: its goroutines and watch stream, on the client and
+//	     on the in-process etcd server), over N−1; medians of 3. The fixed
+//	     cost is printed too.
 //
 // The two resolvers run one after the other, each alone, on the same etcd
 // and the same keys; each has its own etcd client, made beforehand.
@@ -295,13 +298,18 @@ func BenchmarkScale(b *testing.B) {
 
 type scaleSystem struct {
 	name  string
-	build func(resolver.ClientConn) (resolver.Resolver, error)
+	build func(service string, cc resolver.ClientConn) (resolver.Resolver, error)
 	stamp *stampWatcher
 }
 
+// oneService holds a single instance: a resolver of it costs the fixed
+// part of the heap.
+const oneService = "one"
+
 type scaleResult struct {
 	build   []time.Duration
-	heap    []float64 // bytes per instance, per build
+	heap    []float64 // live heap after the full list, per build
+	heap1   []float64 // the same for oneService
 	beyond  []time.Duration
 	own     []time.Duration // event out of the resolver's client → update
 	toUpd   []time.Duration // Put → update
@@ -341,6 +349,8 @@ func benchScale(b *testing.B, n int) {
 		kvs[i] = [2]string{k, v}
 		valueBytes += len(v)
 	}
+	k1, v1 := instanceKV(b, oneService, "127.0.0.1:19999", 0)
+	kvs = append(kvs, [2]string{k1, v1})
 	putTxnBatches(b, writer, kvs)
 	kvs = nil
 	// Let etcd's backend commit the batch (every 100 ms) before anything
@@ -367,11 +377,12 @@ func benchScale(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	systems := []scaleSystem{
-		{"lodestar", func(cc resolver.ClientConn) (resolver.Resolver, error) {
-			return lb.Build(resolver.Target{URL: url.URL{Scheme: discovery.Scheme, Path: "/" + benchService}}, cc, resolver.BuildOptions{})
+		{"lodestar", func(service string, cc resolver.ClientConn) (resolver.Resolver, error) {
+			return lb.Build(resolver.Target{URL: url.URL{Scheme: discovery.Scheme, Path: "/" + service}}, cc, resolver.BuildOptions{})
 		}, stampL},
-		{"etcd naming", func(cc resolver.ClientConn) (resolver.Resolver, error) {
-			return eb.Build(resolver.Target{URL: url.URL{Scheme: "etcd", Path: "/" + strings.TrimSuffix(benchPrefix, "/")}}, cc, resolver.BuildOptions{})
+		{"etcd naming", func(service string, cc resolver.ClientConn) (resolver.Resolver, error) {
+			prefix := registry.ServicePrefix(registry.DefaultPrefix, service)
+			return eb.Build(resolver.Target{URL: url.URL{Scheme: "etcd", Path: "/" + strings.TrimSuffix(prefix, "/")}}, cc, resolver.BuildOptions{})
 		}, stampE},
 	}
 
@@ -396,7 +407,7 @@ func benchScale(b *testing.B, n int) {
 		n, float64(valueBytes)/float64(n), scaleBuilds, scaleChanges)
 	fmt.Fprintf(&t, "upd = Put→resolver update holding it, watch = Put→event at a plain Watch, beyond = upd − watch per Put;\n")
 	fmt.Fprintf(&t, "own = event out of the resolver's own etcd client→update (the resolver's work, without the two clients' jitter);\n")
-	fmt.Fprintf(&t, "bytes/allocs per change: process-wide, minus the no-resolver baseline; heap/inst: live heap after the full list, over N\n")
+	fmt.Fprintf(&t, "bytes/allocs per change: process-wide, minus the no-resolver baseline; heap/inst: live heap after the full list minus a one-instance resolver's, over N−1\n")
 	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %10s %12s %10s %12s\n", "", "build ms", "own µs", "beyond µs", "upd µs", "watch µs", "bytes/chg", "allocs/chg", "heap/inst")
 	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %10.0f %12s %10.0f %12s\n", "raw watch (baseline)", "-", "-", "-", "-",
 		us(pct(base.toWatch, .5)), sizeStr(baseBytes), baseAllocs, "-")
@@ -404,7 +415,7 @@ func benchScale(b *testing.B, n int) {
 		r := results[i]
 		fmt.Fprintf(&t, "%-24s %10.1f %10.0f %10.0f %10.0f %10.0f %12s %10.0f %12s\n", sys.name,
 			ms(pct(r.build, .5)), us(pct(r.own, .5)), us(pct(r.beyond, .5)), us(pct(r.toUpd, .5)), us(pct(r.toWatch, .5)),
-			sizeStr(median(r.bytes)-baseBytes), median(r.allocs)-baseAllocs, sizeStr(median(r.heap)))
+			sizeStr(median(r.bytes)-baseBytes), median(r.allocs)-baseAllocs, sizeStr(r.heapPerInstance(n)))
 	}
 	l, e := results[0], results[1]
 	fmt.Fprintf(&t, "%-24s %10s %10s %10s %10s %10s %12s %10s %12s\n", "lodestar / etcd naming",
@@ -414,7 +425,9 @@ func benchScale(b *testing.B, n int) {
 		ratio(us(pct(l.toUpd, .5)), us(pct(e.toUpd, .5))), "",
 		ratio(median(l.bytes)-baseBytes, median(e.bytes)-baseBytes),
 		ratio(median(l.allocs)-baseAllocs, median(e.allocs)-baseAllocs),
-		ratio(median(l.heap), median(e.heap)))
+		ratio(l.heapPerInstance(n), e.heapPerInstance(n)))
+	fmt.Fprintf(&t, "fixed heap of a resolver (one instance; client and in-process server): lodestar %s, etcd naming %s; all-in heap over N: lodestar %s, etcd naming %s\n",
+		sizeStr(median(l.heap1)), sizeStr(median(e.heap1)), sizeStr(median(l.heap)/float64(n)), sizeStr(median(e.heap)/float64(n)))
 	fmt.Fprintf(&t, "baseline bytes/change before, after: %s, %s (means %s, %s); builds (ms): lodestar %s; etcd naming %s\n",
 		sizeStr(median(base0.bytes)), sizeStr(median(base1.bytes)), sizeStr(mean(base0.bytes)), sizeStr(mean(base1.bytes)),
 		msList(l.build), msList(e.build))
@@ -437,7 +450,7 @@ func benchScale(b *testing.B, n int) {
 		b.ReportMetric(us(pct(r.beyond, .5)), name+"-beyond-watch-us")
 		b.ReportMetric(us(pct(r.own, .5)), name+"-own-us")
 		b.ReportMetric(median(r.bytes)-baseBytes, name+"-B/change")
-		b.ReportMetric(median(r.heap), name+"-heap-B/inst")
+		b.ReportMetric(r.heapPerInstance(n), name+"-heap-B/inst")
 	}
 }
 
@@ -445,6 +458,15 @@ func benchScale(b *testing.B, n int) {
 // the last), then runs the changes through the last one.
 func scaleSystemRun(b *testing.B, sys scaleSystem, n int, writer *clientv3.Client, floor *floorWatch, extra *int) scaleResult {
 	var res scaleResult
+	// The fixed cost first: a resolver of a one-instance service, after
+	// one unmeasured build (first uses allocate what later ones share).
+	for i := range scaleBuilds + 1 {
+		r, _, _, heap := scaleBuild(b, sys, oneService, 1, i)
+		r.Close()
+		if i > 0 {
+			res.heap1 = append(res.heap1, heap)
+		}
+	}
 	var r resolver.Resolver
 	var cc *recCC
 	defer func() {
@@ -457,28 +479,44 @@ func scaleSystemRun(b *testing.B, sys scaleSystem, n int, writer *clientv3.Clien
 			r.Close()
 			r, cc = nil, nil
 		}
-		var m0, m1 runtime.MemStats
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&m0)
-		cc = newRecCC()
-		cc.expect(func(s resolver.State) bool { return len(s.Endpoints) >= n })
-		t0 := time.Now()
-		var err error
-		r, err = sys.build(cc)
-		if err != nil {
-			b.Fatalf("%s: build %d: %v", sys.name, i, err)
-		}
-		res.build = append(res.build, cc.wait(b, scaleTimeout).Sub(t0))
-		runtime.GC()
-		runtime.GC()
-		runtime.ReadMemStats(&m1)
-		res.heap = append(res.heap, (float64(m1.HeapAlloc)-float64(m0.HeapAlloc))/float64(n))
+		var took time.Duration
+		var heap float64
+		r, cc, took, heap = scaleBuild(b, sys, benchService, n, i)
+		res.build = append(res.build, took)
+		res.heap = append(res.heap, heap)
 	}
 	res.burst = scaleBurst(b, writer, cc, n, extra)
 	ch := scaleChangesRun(b, writer, floor, cc, sys.stamp, extra)
 	res.beyond, res.own, res.toUpd, res.toWatch, res.bytes, res.allocs = ch.beyond, ch.own, ch.toUpd, ch.toWatch, ch.bytes, ch.allocs
 	return res
+}
+
+// scaleBuild builds a resolver of service, which has n instances, and
+// returns it, its recording ClientConn, the time to the first update
+// holding all n, and the live heap it added.
+func scaleBuild(b *testing.B, sys scaleSystem, service string, n, i int) (resolver.Resolver, *recCC, time.Duration, float64) {
+	var m0, m1 runtime.MemStats
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m0)
+	cc := newRecCC()
+	cc.expect(func(s resolver.State) bool { return len(s.Endpoints) >= n })
+	t0 := time.Now()
+	r, err := sys.build(service, cc)
+	if err != nil {
+		b.Fatalf("%s: build %d of %s: %v", sys.name, i, service, err)
+	}
+	took := cc.wait(b, scaleTimeout).Sub(t0)
+	runtime.GC()
+	runtime.GC()
+	runtime.ReadMemStats(&m1)
+	return r, cc, took, float64(m1.HeapAlloc) - float64(m0.HeapAlloc)
+}
+
+// heapPerInstance is the live heap a resolver adds per instance beyond
+// its fixed cost.
+func (r scaleResult) heapPerInstance(n int) float64 {
+	return (median(r.heap) - median(r.heap1)) / float64(n-1)
 }
 
 // burstPuts is how many registrations a burst makes, one Put each.
