@@ -13,6 +13,7 @@
 package etcdclient
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -20,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/lodestar-rpc/lodestar/internal/hostport"
@@ -185,6 +187,14 @@ func checkEndpoint(ep string) error {
 // to verify etcd's certificate (empty: the system roots), and certFile
 // and keyFile to present a client certificate (both empty: none). A
 // missing or malformed file is an error naming it.
+//
+// The client certificate is read again at each handshake when its files
+// have changed, so a rotated certificate (short-lived ones are renewed
+// every few hours) is presented on the next connection, without a
+// restart: a client whose certificate expired in memory would lose etcd
+// at its next reconnect, and a registrar its instances with it. A pair
+// caught half-replaced (a certificate whose key is not there yet) keeps
+// the last good one until the next handshake. The CA file is read once.
 func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: []uint16{
 		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
@@ -195,11 +205,11 @@ func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
 		return nil, errors.New("etcdclient: a client certificate needs both a certificate and a key file")
 	}
 	if certFile != "" {
-		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-		if err != nil {
+		kp := &keyPair{certFile: certFile, keyFile: keyFile}
+		if err := kp.load(); err != nil {
 			return nil, fmt.Errorf("etcdclient: certificate %s with key %s: %w", certFile, keyFile, err)
 		}
-		cfg.Certificates = []tls.Certificate{cert}
+		cfg.GetClientCertificate = kp.get
 	}
 	if caFile != "" {
 		b, err := os.ReadFile(caFile)
@@ -213,4 +223,46 @@ func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
 		cfg.RootCAs = pool
 	}
 	return cfg, nil
+}
+
+// keyPair serves a client certificate from its files, read again when
+// their contents change.
+type keyPair struct {
+	certFile, keyFile string
+
+	mu      sync.Mutex
+	cert    *tls.Certificate
+	certPEM []byte // the contents cert was made from
+	keyPEM  []byte
+}
+
+// load reads the files and, if they differ from the last ones read, makes
+// them the certificate. It returns why a changed pair does not load.
+func (k *keyPair) load() error {
+	certPEM, err := os.ReadFile(k.certFile)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := os.ReadFile(k.keyFile)
+	if err != nil {
+		return err
+	}
+	if k.cert != nil && bytes.Equal(certPEM, k.certPEM) && bytes.Equal(keyPEM, k.keyPEM) {
+		return nil
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	k.cert, k.certPEM, k.keyPEM = &cert, certPEM, keyPEM
+	return nil
+}
+
+// get is the tls.Config's GetClientCertificate: the files' certificate,
+// or the last good one while they do not load.
+func (k *keyPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	_ = k.load() // an error keeps the last good certificate
+	return k.cert, nil
 }

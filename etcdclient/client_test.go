@@ -3,6 +3,10 @@ package etcdclient_test
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +17,7 @@ import (
 
 	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/security/devcert"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -104,5 +109,108 @@ func TestTLSWithPlaintextEndpointRefused(t *testing.T) {
 	_, err := etcdclient.New(etcdclient.Config{Endpoints: []string{"http://127.0.0.1:2379"}, TLS: &tls.Config{}})
 	if err == nil || !strings.Contains(err.Error(), `endpoint "http://127.0.0.1:2379" is plaintext but TLS is configured`) {
 		t.Fatalf("error %v", err)
+	}
+}
+
+// TestTLSFilesPresentsRotatedCertificate: a certificate replaced on disk is
+// presented at the next handshake; a half-replaced pair keeps the last
+// good one. The server is a TLS listener on 127.0.0.1 that requires and
+// verifies client certificates and records each one's name.
+func TestTLSFilesPresentsRotatedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := devcert.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(caFile, ca.CertPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	issue := func(name string) (certPEM, keyPEM []byte) {
+		c, k, err := ca.Issue(devcert.Request{CommonName: name, Client: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k
+	}
+	write := func(certPEM, keyPEM []byte) (certFile, keyFile string) {
+		certFile, keyFile, err := devcert.WriteFiles(dir, "client", certPEM, keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return certFile, keyFile
+	}
+	certFile, keyFile := write(issue("first"))
+	cfg, err := etcdclient.TLSFiles(certFile, keyFile, caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srvCert, srvKey, err := ca.Issue(devcert.Request{CommonName: "etcd", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Server: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(srvCert, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.Cert)
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make(chan string, 8)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := c.(*tls.Conn)
+			if err := tc.Handshake(); err != nil {
+				names <- "handshake failed: " + err.Error()
+			} else {
+				names <- tc.ConnectionState().PeerCertificates[0].Subject.CommonName
+			}
+			tc.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+	})
+	presented := func() string {
+		t.Helper()
+		c, err := tls.Dial("tcp", ln.Addr().String(), cfg)
+		if err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		c.Close()
+		select {
+		case n := <-names:
+			return n
+		case <-time.After(10 * time.Second):
+			t.Fatal("the server recorded no handshake")
+			return ""
+		}
+	}
+
+	if got := presented(); got != "first" {
+		t.Fatalf("presented %q, want first", got)
+	}
+	write(issue("second"))
+	if got := presented(); got != "second" {
+		t.Fatalf("after the files were replaced, presented %q, want second", got)
+	}
+	// The certificate replaced, its key not yet: the pair does not match.
+	third, _ := issue("third")
+	if err := os.WriteFile(certFile, third, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := presented(); got != "second" {
+		t.Fatalf("with a half-replaced pair, presented %q, want the last good one (second)", got)
 	}
 }
