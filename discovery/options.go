@@ -113,10 +113,13 @@ func WithSnapshotDir(dir string) Option {
 	return optionFunc(func(o *options) { o.snapshotDir = dir })
 }
 
-// WithUpdateInterval sets the least time between two lists pushed to grpc
-// while watching (default 20 ms; 0 pushes every change at once). A change
+// WithUpdateInterval sets the least time between two lists the watch
+// pushes to grpc (default 20 ms; 0 pushes every change at once). A change
 // after a quiet spell is pushed at once; changes that follow within the
-// interval are held and pushed together when it ends. grpc's resolver API
+// interval are held and pushed together when it ends, or when the watch
+// ends, whichever comes first, and not at all if they cancel out (an
+// instance registered and gone again). A new list read from etcd (after
+// compaction or a reset) is pushed at once. grpc's resolver API
 // takes the whole list on each update, and its balancers walk all of it,
 // so at thousands of instances a rolling restart (a deregistration and a
 // registration per instance, each its own etcd event) would otherwise cost

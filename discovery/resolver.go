@@ -82,6 +82,10 @@ type entry struct {
 // watch that follows it starts.
 var hookAfterList func()
 
+// hookHeld, when set by a test, runs each time the watch holds changes
+// back for the update interval.
+var hookHeld func()
+
 func newResolver(b *Builder, service string, cc resolver.ClientConn) *etcdResolver {
 	r := &etcdResolver{
 		b:       b,
@@ -267,8 +271,9 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 		if r.held > 0 {
 			n := r.held
 			r.held = 0
-			r.push()
-			r.emit(Event{Kind: EventUpdated, Changes: n})
+			if r.pushChanged() {
+				r.emit(Event{Kind: EventUpdated, Changes: n})
+			}
 		}
 	}
 	defer func() {
@@ -295,6 +300,10 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 			return false, r.ctx.Err()
 		case <-graceC:
 			r.endGrace()
+			if r.held == 0 && heldT != nil { // endGrace pushed them
+				heldT.Stop()
+				heldT = nil
+			}
 		case <-snapC:
 			r.snapTimer = nil
 			r.saveSnapshot()
@@ -331,8 +340,13 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 				r.held += changes
 				if wait := r.b.opts.updateInterval - time.Since(r.lastPush); wait <= 0 {
 					flush()
-				} else if heldT == nil {
-					heldT = time.NewTimer(wait)
+				} else {
+					if heldT == nil {
+						heldT = time.NewTimer(wait)
+					}
+					if hookHeld != nil {
+						hookHeld()
+					}
 				}
 			}
 			if err != nil || relist {
@@ -473,8 +487,9 @@ func (r *etcdResolver) endGrace() {
 		}
 	}
 	if n > 0 {
+		held := r.held // changes held by the update interval go out too
 		r.push()
-		r.emit(Event{Kind: EventUpdated, Changes: n})
+		r.emit(Event{Kind: EventUpdated, Changes: n + held})
 	}
 }
 
@@ -513,7 +528,7 @@ func (r *etcdResolver) offers(e *entry) bool {
 // endpoints (the new list grpc requires) plus O(k log N) for k changes,
 // never a walk over N entries. The last list is not modified: grpc may
 // still hold it.
-func (r *etcdResolver) nextOffered() []resolver.Endpoint {
+func (r *etcdResolver) nextOffered() (list []resolver.Endpoint, changed bool) {
 	old := r.offered
 	var dels []int
 	var ins []*entry
@@ -527,7 +542,7 @@ func (r *etcdResolver) nextOffered() []resolver.Endpoint {
 				// Cannot happen while this file keeps listed and
 				// offered in step; rebuild rather than push a wrong list.
 				r.b.opts.logger.Error("discovery: offered list out of step; rebuilding", slog.String("service", r.service), slog.String("key", e.key))
-				return r.rebuildOffered()
+				return r.rebuildOffered(), true
 			}
 			dels = append(dels, i)
 			e.listed = false
@@ -540,11 +555,11 @@ func (r *etcdResolver) nextOffered() []resolver.Endpoint {
 	clear(r.dirty)
 	r.dirty = r.dirty[:0]
 	if len(dels) == 0 && len(ins) == 0 {
-		return old
+		return old, false
 	}
 	n := len(old) - len(dels) + len(ins)
 	if n == 0 {
-		return nil
+		return nil, true
 	}
 	slices.Sort(dels)
 	slices.SortFunc(ins, compareEntries)
@@ -577,7 +592,7 @@ func (r *etcdResolver) nextOffered() []resolver.Endpoint {
 		out = append(out, e.ep)
 	}
 	keep(at, len(old))
-	return out
+	return out, true
 }
 
 // spareMin is the smallest list for which push keeps a spare: below it
@@ -709,7 +724,25 @@ func (r *etcdResolver) intern(s string) string {
 // of them if every one is draining: better a draining instance than none)
 // and those the filter rejects.
 func (r *etcdResolver) push() {
-	r.offered = r.nextOffered()
+	r.offered, _ = r.nextOffered()
+	r.send()
+}
+
+// pushChanged pushes the list if the changes since the last push changed
+// it (an instance registered and gone again within the update interval
+// did not), or if it is the all-draining one, and reports whether it did.
+func (r *etcdResolver) pushChanged() bool {
+	next, changed := r.nextOffered()
+	if !changed && len(next) > 0 && r.pushed {
+		return false
+	}
+	r.offered = next
+	r.send()
+	return true
+}
+
+// send gives grpc the offered list, or the all-draining one.
+func (r *etcdResolver) send() {
 	eps := r.offered
 	if len(eps) == 0 && r.draining > 0 {
 		// Every instance the filter keeps is draining: offer them all,

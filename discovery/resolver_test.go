@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -58,10 +59,12 @@ func TestBuildRejectsBadTargets(t *testing.T) {
 }
 
 // TestSeparateChangesArePaced: changes that are each their own etcd event
-// reach grpc together when they follow a push within the update
-// interval, and a change after a quiet spell reaches it at once.
+// and follow a push within the update interval reach grpc together when
+// it ends; under a steady stream of changes a push still goes out every
+// interval; an instance registered and gone within one never reaches grpc
+// and makes no update; and a change after a quiet spell reaches it at once.
 func TestSeparateChangesArePaced(t *testing.T) {
-	const interval = 1500 * time.Millisecond
+	const interval = time.Second
 	c := etcdtest.New(t)
 	cli := newClient(t, c.Endpoints())
 	putInstance(t, cli, "user", addr(0), registry.Metadata{})
@@ -85,22 +88,103 @@ func TestSeparateChangesArePaced(t *testing.T) {
 	if got := cc.updates() - before; got != 1 {
 		t.Errorf("10 registrations within the interval reached grpc as %d updates, want 1", got)
 	}
-	if d := held.Sub(listed); d < interval/2 {
+	if d := held.Sub(listed); d < interval/2 || d > interval+time.Second {
 		t.Errorf("registrations within the interval after a push reached grpc after %s, want them held for about %s", d, interval)
 	}
 
-	// A quiet spell, then one change: no wait.
-	<-time.After(interval - time.Since(held))
+	// A steady stream, one change every interval/5 for 2.4 intervals: it
+	// must not hold everything back until the stream stops.
 	before = cc.updates()
+	tick := time.NewTicker(interval / 5)
+	for i := 11; i <= 22; i++ {
+		<-tick.C
+		if i == 22 && cc.updates() == before {
+			t.Errorf("no update during %s of changes arriving every %s", time.Since(held), interval/5)
+		}
+		putInstance(t, cli, "user", addr(i), registry.Metadata{})
+		want = append(want, addr(i))
+	}
+	tick.Stop()
+	cc.waitAddrs(t, 10*time.Second, want...)
+
+	// Within the interval of that push an instance comes and goes: it
+	// never reaches grpc, and no update is made for it. Then, after a
+	// quiet spell, one change: it goes at once.
+	streamed, before := time.Now(), cc.updates()
+	putInstance(t, cli, "user", addr(50), registry.Metadata{})
+	if _, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(50))); err != nil {
+		t.Fatal(err)
+	}
+	<-time.After(interval + interval/4 - time.Since(streamed)) // the held timer has fired
 	put := time.Now()
-	putInstance(t, cli, "user", addr(11), registry.Metadata{})
-	cc.waitAddrs(t, 10*time.Second, append(want, addr(11))...)
+	putInstance(t, cli, "user", addr(23), registry.Metadata{})
+	cc.waitAddrs(t, 10*time.Second, append(want, addr(23))...)
 	if d := time.Since(put); d > interval/2 {
 		t.Errorf("a change after a quiet spell reached grpc after %s; want it at once", d)
 	}
-	if got := cc.updates() - before; got != 1 {
-		t.Errorf("one change reached grpc as %d updates, want 1", got)
+	cc.mu.Lock()
+	for _, st := range cc.states[before:] {
+		if slices.Contains(addrsOf(st), addr(50)) {
+			t.Errorf("an instance registered and gone within the interval reached grpc: %v", addrsOf(st))
+		}
 	}
+	n := len(cc.states) - before
+	cc.mu.Unlock()
+	if n != 1 {
+		t.Errorf("an instance that came and went, then one change, reached grpc as %d updates, want 1", n)
+	}
+}
+
+// TestHeldChangesGoOutWhenTheWatchEnds: a change held back by the update
+// interval reaches grpc when the watch ends without a new list (here the
+// member the client watches through loses its leader for good: the other
+// two stop), not when the next change comes, which may be never.
+func TestHeldChangesGoOutWhenTheWatchEnds(t *testing.T) {
+	const interval = time.Minute
+	c := etcdtest.New(t, etcdtest.Members(3))
+	leader, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower *etcdtest.Member
+	for i := range c.Size() {
+		if m := c.Member(i); m != leader {
+			follower = m
+			break
+		}
+	}
+	cli := newClient(t, []string{follower.Endpoint()})
+	writer := c.Client(t)
+	putInstance(t, writer, "user", addr(1), registry.Metadata{})
+	heldC := make(chan struct{}, 1)
+	hookHeld = func() {
+		select {
+		case heldC <- struct{}{}:
+		default:
+		}
+	}
+	t.Cleanup(func() { hookHeld = nil })
+	b, err := NewBuilder(cli, WithUpdateInterval(interval))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := newFakeCC()
+	r := build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1))
+
+	putInstance(t, writer, "user", addr(2), registry.Metadata{})
+	select {
+	case <-heldC:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the change was not held")
+	}
+	for i := range c.Size() {
+		if m := c.Member(i); m != follower {
+			m.Stop(t)
+		}
+	}
+	cc.waitAddrs(t, 20*time.Second, addr(1), addr(2))
+	r.Close()
 }
 
 func TestListsAndFollowsChangesWithMetadata(t *testing.T) {
