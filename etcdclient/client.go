@@ -188,13 +188,17 @@ func checkEndpoint(ep string) error {
 // and keyFile to present a client certificate (both empty: none). A
 // missing or malformed file is an error naming it.
 //
-// The client certificate is read again at each handshake when its files
-// have changed, so a rotated certificate (short-lived ones are renewed
-// every few hours) is presented on the next connection, without a
-// restart: a client whose certificate expired in memory would lose etcd
-// at its next reconnect, and a registrar its instances with it. A pair
-// caught half-replaced (a certificate whose key is not there yet) keeps
-// the last good one until the next handshake. The CA file is read once.
+// The client certificate's files are read at each handshake (etcd
+// clients make few) and parsed again when they have changed, so a rotated
+// certificate (short-lived ones are renewed every few hours) is presented
+// on the next connection, without a restart: a client whose certificate
+// expired in memory would lose etcd at its next reconnect, and a
+// registrar its instances with it. A pair that does not load (caught
+// half-replaced, or removed) keeps the last good one, until that one has
+// expired: then the handshake fails with the reason the files do not load.
+// As with tls.Config.Certificates, no certificate is sent to a server
+// that names authorities or signature schemes it does not fit. The CA
+// file is read once.
 func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: []uint16{
 		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
@@ -254,15 +258,26 @@ func (k *keyPair) load() error {
 	if err != nil {
 		return err
 	}
+	if cert.Leaf == nil { // set by X509KeyPair unless GODEBUG x509keypairleaf=0
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return err
+		}
+	}
 	k.cert, k.certPEM, k.keyPEM = &cert, certPEM, keyPEM
 	return nil
 }
 
 // get is the tls.Config's GetClientCertificate: the files' certificate,
-// or the last good one while they do not load.
-func (k *keyPair) get(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+// or the last good one while they do not load and it has not expired.
+func (k *keyPair) get(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	_ = k.load() // an error keeps the last good certificate
+	if err := k.load(); err != nil && time.Now().After(k.cert.Leaf.NotAfter) {
+		return nil, fmt.Errorf("etcdclient: client certificate %s expired at %s, and %s with key %s does not load: %w",
+			k.certFile, k.cert.Leaf.NotAfter.Format(time.RFC3339), k.certFile, k.keyFile, err)
+	}
+	if cri.SupportsCertificate(k.cert) != nil {
+		return new(tls.Certificate), nil // none, as crypto/tls does with Certificates
+	}
 	return k.cert, nil
 }

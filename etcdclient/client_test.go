@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -212,5 +213,64 @@ func TestTLSFilesPresentsRotatedCertificate(t *testing.T) {
 	}
 	if got := presented(); got != "second" {
 		t.Fatalf("with a half-replaced pair, presented %q, want the last good one (second)", got)
+	}
+	// The key removed while the new one is written: still the last good.
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	if got := presented(); got != "second" {
+		t.Fatalf("with the key file missing, presented %q, want the last good one (second)", got)
+	}
+	// The rotation completes, with handshakes under way at the same time.
+	thirdCert, thirdKey := issue("third")
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if c, err := tls.Dial("tcp", ln.Addr().String(), cfg); err == nil {
+				c.Close()
+			}
+		})
+	}
+	write(thirdCert, thirdKey)
+	wg.Wait()
+	for range 8 {
+		if n := <-names; n != "second" && n != "third" {
+			t.Errorf("a handshake during the rotation presented %q", n)
+		}
+	}
+	if got := presented(); got != "third" {
+		t.Fatalf("after the rotation completed, presented %q, want third", got)
+	}
+}
+
+// TestTLSFilesExpiredAndUnloadable: once the last good certificate has
+// expired and its files do not load, the handshake fails and says why.
+func TestTLSFilesExpiredAndUnloadable(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := devcert.NewCA("test CA", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, k, err := ca.Issue(devcert.Request{CommonName: "old", Client: true,
+		NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile, err := devcert.WriteFiles(dir, "client", c, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := etcdclient.TLSFiles(certFile, keyFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(keyFile); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cfg.GetClientCertificate(&tls.CertificateRequestInfo{})
+	for _, want := range []string{certFile + " expired at", "does not load", "no such file"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("GetClientCertificate = %v, want an error containing %q", err, want)
+		}
 	}
 }
