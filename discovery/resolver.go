@@ -83,8 +83,12 @@ type entry struct {
 var hookAfterList func()
 
 // hookHeld, when set by a test, runs each time the watch holds changes
-// back for the update interval.
-var hookHeld func()
+// back for the update interval; hookFlushed each time held changes are
+// let go, with whether they made an update.
+var (
+	hookHeld    func()
+	hookFlushed func(pushed bool)
+)
 
 func newResolver(b *Builder, service string, cc resolver.ClientConn) *etcdResolver {
 	r := &etcdResolver{
@@ -271,8 +275,12 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 		if r.held > 0 {
 			n := r.held
 			r.held = 0
-			if r.pushChanged() {
+			pushed := r.pushChanged()
+			if pushed {
 				r.emit(Event{Kind: EventUpdated, Changes: n})
+			}
+			if hookFlushed != nil {
+				hookFlushed(pushed)
 			}
 		}
 	}

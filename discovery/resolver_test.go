@@ -68,6 +68,16 @@ func TestSeparateChangesArePaced(t *testing.T) {
 	c := etcdtest.New(t)
 	cli := newClient(t, c.Endpoints())
 	putInstance(t, cli, "user", addr(0), registry.Metadata{})
+	// Signals of held changes let go; set before the resolver starts, and
+	// unset after it stops (cleanups run last first).
+	flushed := make(chan bool, 64)
+	hookFlushed = func(pushed bool) {
+		select {
+		case flushed <- pushed:
+		default:
+		}
+	}
+	t.Cleanup(func() { hookFlushed = nil })
 	b, err := NewBuilder(cli, WithUpdateInterval(interval))
 	if err != nil {
 		t.Fatal(err)
@@ -110,12 +120,26 @@ func TestSeparateChangesArePaced(t *testing.T) {
 	// Within the interval of that push an instance comes and goes: it
 	// never reaches grpc, and no update is made for it. Then, after a
 	// quiet spell, one change: it goes at once.
-	streamed, before := time.Now(), cc.updates()
+	before = cc.updates()
 	putInstance(t, cli, "user", addr(50), registry.Metadata{})
 	if _, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(50))); err != nil {
 		t.Fatal(err)
 	}
-	<-time.After(interval + interval/4 - time.Since(streamed)) // the held timer has fired
+	// Wait for the hold to end. A signal of a push from before this
+	// phase may still come first; a push in it is the failure.
+	for done := false; !done; {
+		select {
+		case pushed := <-flushed:
+			switch {
+			case !pushed:
+				done = true
+			case cc.updates() > before:
+				t.Fatal("an instance that came and went within the interval made an update")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the held changes were never let go")
+		}
+	}
 	put := time.Now()
 	putInstance(t, cli, "user", addr(23), registry.Metadata{})
 	cc.waitAddrs(t, 10*time.Second, append(want, addr(23))...)

@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/lodestar-rpc/lodestar/internal/hostport"
+	"github.com/lodestar-rpc/lodestar/internal/tlsfiles"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -200,11 +201,7 @@ func checkEndpoint(ep string) error {
 // that names authorities or signature schemes it does not fit. The CA
 // file is read once.
 func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: []uint16{
-		tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-		tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-		tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256, tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-	}}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsfiles.CipherSuites}
 	if (certFile == "") != (keyFile == "") {
 		return nil, errors.New("etcdclient: a client certificate needs both a certificate and a key file")
 	}
@@ -216,13 +213,9 @@ func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
 		cfg.GetClientCertificate = kp.get
 	}
 	if caFile != "" {
-		b, err := os.ReadFile(caFile)
+		pool, err := tlsfiles.LoadPool(caFile)
 		if err != nil {
-			return nil, fmt.Errorf("etcdclient: CA file: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(b) {
-			return nil, fmt.Errorf("etcdclient: CA file %s: no PEM certificate in it", caFile)
+			return nil, fmt.Errorf("etcdclient: %w", err)
 		}
 		cfg.RootCAs = pool
 	}

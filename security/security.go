@@ -28,7 +28,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -36,6 +35,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/tls/certprovider"
 	"google.golang.org/grpc/credentials/tls/certprovider/pemfile"
+
+	"github.com/lodestar-rpc/lodestar/internal/tlsfiles"
 )
 
 // Config names the PEM files of one side.
@@ -99,8 +100,8 @@ func newCredentials(cfg Config, server bool) (*Credentials, error) {
 		}
 	}
 	if cfg.CAFile != "" {
-		if _, err := loadPool(cfg.CAFile); err != nil {
-			return nil, err
+		if _, err := tlsfiles.LoadPool(cfg.CAFile); err != nil {
+			return nil, fmt.Errorf("security: %w", err)
 		}
 	}
 	c := &Credentials{server: server, serverName: cfg.ServerName, hasRoots: cfg.CAFile != "", hasCert: cfg.CertFile != ""}
@@ -114,18 +115,6 @@ func newCredentials(cfg Config, server bool) (*Credentials, error) {
 	return c, nil
 }
 
-func loadPool(file string) (*x509.CertPool, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("security: CA file: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, fmt.Errorf("security: CA file %s: no PEM certificate in it", file)
-	}
-	return pool, nil
-}
-
 // Close stops watching the files. It is safe to call twice.
 func (c *Credentials) Close() {
 	if c.provider != nil {
@@ -133,20 +122,9 @@ func (c *Credentials) Close() {
 	}
 }
 
-// suites are the TLS 1.2 suites allowed: forward secrecy and AEAD only.
-// (TLS 1.3 suites are not configurable and all good.)
-var suites = []uint16{
-	tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
-	tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
-	tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
-	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
-}
-
 // current returns a TLS config built from the files as they are now.
 func (c *Credentials) current(ctx context.Context) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: suites}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsfiles.CipherSuites}
 	if c.provider == nil {
 		return cfg, nil
 	}

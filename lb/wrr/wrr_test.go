@@ -2,22 +2,16 @@ package wrr_test
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"strings"
 	"testing"
 	"time"
 
-	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/lodestar-rpc/lodestar/discovery"
-	"github.com/lodestar-rpc/lodestar/etcdclient"
-	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
-	"github.com/lodestar-rpc/lodestar/internal/testserver"
+	"github.com/lodestar-rpc/lodestar/internal/lbtest"
 	"github.com/lodestar-rpc/lodestar/lb/wrr"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
@@ -34,98 +28,42 @@ func TestParseConfig(t *testing.T) {
 	}
 }
 
-type fixture struct {
-	cli  *clientv3.Client
-	reg  *registry.Registrar
-	srv  []*testserver.Server
-	conn *grpc.ClientConn
-}
-
-func setup(t *testing.T, weights ...int) *fixture {
+// setup registers one server per weight (0 included, which a registration
+// cannot carry: it is set after) and dials them through wrr.
+func setup(t *testing.T, weights ...int) (*lbtest.Rig, *grpc.ClientConn) {
 	t.Helper()
-	c := etcdtest.New(t)
-	cli, err := etcdclient.New(etcdclient.Config{Endpoints: c.Endpoints()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cli.Close() })
-	reg, err := registry.New(cli, registry.WithTTL(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { reg.Close() })
-	f := &fixture{cli: cli, reg: reg, srv: testserver.StartN(t, len(weights))}
+	r := lbtest.New(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	for i, s := range f.srv {
-		in := registry.Instance{Service: "user", Addr: s.Addr, Metadata: registry.Metadata{Weight: weights[i]}}
-		if _, err := reg.Register(ctx, in); err != nil {
-			t.Fatal(err)
-		}
-		if weights[i] == 0 {
-			if err := reg.SetWeight(ctx, "user", s.Addr, 0); err != nil {
+	for _, w := range weights {
+		i := r.Add(registry.Metadata{Weight: w})
+		if w == 0 {
+			if err := r.Reg.SetWeight(ctx, lbtest.Service, r.Srv[i].Addr, 0); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	b, err := discovery.NewBuilder(cli)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.conn, err = grpc.NewClient(discovery.Target("user"), grpc.WithResolvers(b),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, wrr.Name)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.conn.Close() })
-	return f
+	return r, r.DialPlain(wrr.Name, nil)
 }
 
-// waitAllReady makes calls until every server with a positive weight has
-// served one, so that shares are measured over a settled picker.
-func (f *fixture) waitAllReady(t *testing.T, weights []int) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		all := true
-		for i, s := range f.srv {
-			if weights[i] > 0 && s.Calls() == 0 {
-				all = false
-			}
+// weighted returns the indexes of the servers with a positive weight.
+func weighted(weights []int) []int {
+	var out []int
+	for i, w := range weights {
+		if w > 0 {
+			out = append(out, i)
 		}
-		if all {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not every weighted server got a call")
-		}
-		f.call(t)
 	}
-}
-
-func (f *fixture) call(t *testing.T) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := testserver.Call(ctx, f.conn); err != nil {
-		t.Fatal(err)
-	}
+	return out
 }
 
 // shares makes n calls and returns each server's share of them.
-func (f *fixture) shares(t *testing.T, n int) []float64 {
+func shares(t *testing.T, r *lbtest.Rig, conn *grpc.ClientConn, n int) []float64 {
 	t.Helper()
-	before := make([]int64, len(f.srv))
-	for i, s := range f.srv {
-		before[i] = s.Calls()
-	}
-	for range n {
-		f.call(t)
-	}
-	out := make([]float64, len(f.srv))
-	for i, s := range f.srv {
-		out[i] = float64(s.Calls()-before[i]) / float64(n)
+	counts := r.Counts(context.Background(), conn, n)
+	out := make([]float64, len(counts))
+	for i, c := range counts {
+		out[i] = float64(c) / float64(n)
 	}
 	return out
 }
@@ -146,20 +84,20 @@ func checkShares(t *testing.T, got []float64, weights []int) {
 
 func TestSharesFollowWeightsAndChanges(t *testing.T) {
 	weights := []int{10, 20, 70}
-	f := setup(t, weights...)
-	f.waitAllReady(t, weights)
-	got := f.shares(t, 10000)
+	r, conn := setup(t, weights...)
+	r.WaitAll(conn, weighted(weights)...)
+	got := shares(t, r, conn, 10000)
 	t.Logf("weights %v → shares %.4f", weights, got)
 	checkShares(t, got, weights)
 
 	// A weight change in etcd applies without reconnecting.
-	conns := make([]int64, len(f.srv))
-	for i, s := range f.srv {
+	conns := make([]int64, len(r.Srv))
+	for i, s := range r.Srv {
 		conns[i] = s.Conns()
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := f.reg.SetWeight(ctx, "user", f.srv[2].Addr, 20); err != nil {
+	if err := r.Reg.SetWeight(ctx, lbtest.Service, r.Srv[2].Addr, 20); err != nil {
 		t.Fatal(err)
 	}
 	weights = []int{10, 20, 20}
@@ -167,7 +105,7 @@ func TestSharesFollowWeightsAndChanges(t *testing.T) {
 	// calls close to the new shares.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		s := f.shares(t, 500)
+		s := shares(t, r, conn, 500)
 		if math.Abs(s[2]-0.4) < 0.05 {
 			break
 		}
@@ -175,10 +113,10 @@ func TestSharesFollowWeightsAndChanges(t *testing.T) {
 			t.Fatalf("weight change not applied: shares %v", s)
 		}
 	}
-	got = f.shares(t, 10000)
+	got = shares(t, r, conn, 10000)
 	t.Logf("weights %v → shares %.4f", weights, got)
 	checkShares(t, got, weights)
-	for i, s := range f.srv {
+	for i, s := range r.Srv {
 		if s.Conns() != conns[i] {
 			t.Errorf("server %d: %d connections before the weight change, %d after: it reconnected", i, conns[i], s.Conns())
 		}
@@ -187,9 +125,9 @@ func TestSharesFollowWeightsAndChanges(t *testing.T) {
 
 func TestWeightZeroGetsNoCalls(t *testing.T) {
 	weights := []int{0, 50, 50}
-	f := setup(t, weights...)
-	f.waitAllReady(t, weights)
-	got := f.shares(t, 2000)
+	r, conn := setup(t, weights...)
+	r.WaitAll(conn, weighted(weights)...)
+	got := shares(t, r, conn, 2000)
 	if got[0] != 0 {
 		t.Errorf("weight-0 server got %.4f of calls", got[0])
 	}

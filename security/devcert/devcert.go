@@ -16,9 +16,10 @@ import (
 	"fmt"
 	"math/big"
 	"net"
-	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/lodestar-rpc/lodestar/internal/atomicfile"
 )
 
 // CA is a certificate authority.
@@ -129,35 +130,13 @@ func (ca *CA) Issue(req Request) (certPEM, keyPEM []byte, err error) {
 // by the owner only) and returns their paths.
 func WriteFiles(dir, name string, certPEM, keyPEM []byte) (certFile, keyFile string, err error) {
 	certFile, keyFile = filepath.Join(dir, name+".pem"), filepath.Join(dir, name+"-key.pem")
-	if err := writeAtomic(certFile, certPEM, 0o644); err != nil {
+	if err := atomicfile.Write(certFile, certPEM, 0o644); err != nil {
 		return "", "", err
 	}
-	if err := writeAtomic(keyFile, keyPEM, 0o600); err != nil {
+	if err := atomicfile.Write(keyFile, keyPEM, 0o600); err != nil {
 		return "", "", err
 	}
 	return certFile, keyFile, nil
-}
-
-// writeAtomic replaces path with data in one rename, so that a watcher
-// never reads half a file.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 func encodeKey(key *ecdsa.PrivateKey) ([]byte, error) {
