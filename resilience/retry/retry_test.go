@@ -265,13 +265,32 @@ func TestHedgingAtQuantile(t *testing.T) {
 	}
 	conn := dial(t, r, rt, roundrobin.Name, nil)
 	r.WaitAll(conn, 0, 1, 2)
-	for range 30 { // learning: no hedge yet
+	// Learning: 29 calls (WaitAll's among them), then a 30th that every
+	// instance stalls. Its hedge delay is asked for with 29 samples
+	// recorded, so it must wait the stall out unhedged. (A call's own
+	// sample is recorded just before its result is delivered, so the 30th
+	// call is the first whose hedge could go out.)
+	for calls, _, _ := rt.Stats(); calls < 29; calls, _, _ = rt.Stats() {
 		if _, err := r.Call(context.Background(), conn); err != nil {
 			t.Fatal(err)
 		}
 	}
+	const stall = 100 * time.Millisecond
+	for _, s := range r.Srv {
+		s.StallSome(stall, 1, 1)
+	}
+	start := time.Now()
+	if _, err := r.Call(context.Background(), conn); err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took < stall {
+		t.Fatalf("the 30th call took %v, under the %v stall", took, stall)
+	}
 	if _, _, h := rt.Stats(); h != 0 {
 		t.Fatalf("%d hedges before MinSamples calls", h)
+	}
+	for _, s := range r.Srv {
+		s.StallSome(0, 0, 0)
 	}
 	r.Srv[0].StallSome(time.Second, 1, 5)
 	var lat []time.Duration
