@@ -41,7 +41,7 @@ func TestParseConfig(t *testing.T) {
 // would give it a third.
 func TestSlowInstanceGetsFewerCalls(t *testing.T) {
 	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
-	r.Srv[0].SetDelay(20 * time.Millisecond)
+	r.Srv[0].SetDelay(50 * time.Millisecond)
 	for _, s := range r.Srv[1:] {
 		s.SetDelay(time.Millisecond)
 	}

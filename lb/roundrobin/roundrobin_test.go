@@ -47,22 +47,37 @@ type cfg struct {
 // them again once its ejection time is up and it has recovered.
 func TestFailingInstanceEjectedThenBack(t *testing.T) {
 	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
-	const base = 300 * time.Millisecond
+	const base = time.Second
 	conn := r.Dial(roundrobin.Name, cfg{lb.OutlierEjection{ConsecutiveFailures: 3, BaseEjectionTime: lb.Duration(base)}})
 	r.WaitAll(conn, 0, 1, 2)
 	r.Srv[0].FailWith(codes.Internal) // not retried: every failure shows
 	ctx := context.Background()
 	failed := 0
-	var ejectedAt time.Time
-	for range 300 {
+	for calls := 0; failed < 3; calls++ {
+		if calls == 100 {
+			t.Fatalf("%d of 100 calls reached the failing instance", failed)
+		}
 		if _, err := r.Call(ctx, conn); status.Code(err) == codes.Internal {
-			if failed++; failed == 3 {
-				ejectedAt = time.Now()
-			}
+			failed++
 		}
 	}
-	if failed != 3 {
-		t.Fatalf("%d calls reached the failing instance, want 3 (then ejected)", failed)
+	ejectedAt := time.Now()
+	// Ejected after the third failure: no call reaches it for the rest of
+	// half its ejection time (a slow machine makes fewer calls, never a
+	// call that fails).
+	after := 0
+	for time.Since(ejectedAt) < base/2 {
+		_, err := r.Call(ctx, conn)
+		if status.Code(err) == codes.Internal {
+			t.Fatalf("call %d after the third failure reached the failing instance", after+1)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		after++
+	}
+	if after < 10 {
+		t.Fatalf("only %d calls in %v: too few to tell", after, base/2)
 	}
 	r.Srv[0].FailWith(codes.OK)
 	// Back after its ejection time (the first: base).
