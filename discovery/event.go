@@ -29,6 +29,10 @@ const (
 	// EventStale: etcd could not be reached at start; the list was loaded
 	// from the snapshot file.
 	EventStale
+	// EventRefused: grpc's UpdateState returned an error (its balancer
+	// refused the list). The resolver offers the list again after a
+	// backoff, or at the next change.
+	EventRefused
 )
 
 func (k EventKind) String() string {
@@ -47,6 +51,8 @@ func (k EventKind) String() string {
 		return "skipped"
 	case EventStale:
 		return "stale"
+	case EventRefused:
+		return "refused"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -57,7 +63,7 @@ type Event struct {
 	Kind      EventKind
 	Time      time.Time
 	Service   string
-	Instances int   // instances offered to grpc after the event
+	Instances int   // instances known after the event, draining and filtered ones included; for EventRefused, those in the refused list
 	Changes   int   // instances added, changed or removed, for EventUpdated
 	Revision  int64 // etcd revision the list is at
 	Key       string

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"google.golang.org/grpc/resolver"
 
@@ -171,5 +172,59 @@ func TestIncrementalListMatchesRebuild(t *testing.T) {
 				t.Fatalf("%d entries still dirty after a push", len(r.dirty))
 			}
 		})
+	}
+}
+
+// TestInternedValuesArePruned: a long-lived client follows a fleet whose
+// instances come and go with labels and versions of their own; the
+// interned strings and label sets of instances gone are dropped, and those
+// of live instances stay shared.
+func TestInternedValuesArePruned(t *testing.T) {
+	opts := defaultOptions()
+	r := &etcdResolver{b: &Builder{opts: opts}, cc: &pushRecorder{}, service: "user", prefix: registry.ServicePrefix(opts.prefix, "user"),
+		entries: map[string]*entry{}, strs: map[string]string{}, labelSets: map[string]map[string]string{}}
+	const live = 50
+	key := func(i int) string { return registry.Key(opts.prefix, "user", fmt.Sprintf("i%05d", i)) }
+	put := func(i int) {
+		md := registry.Metadata{Weight: 1, Status: registry.StatusServing, Zone: "a",
+			Version: fmt.Sprintf("v%d", i/100), Labels: map[string]string{"pod": fmt.Sprintf("pod-%d", i), "app": "user"}}
+		v, err := registry.Encode(addr(i%live), md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !r.put(key(i), v) {
+			t.Fatalf("instance %d: no change", i)
+		}
+	}
+	// 20,000 instances pass through, at most 50 at a time.
+	most := 0
+	for i := range 20000 {
+		put(i)
+		if i >= live {
+			r.remove(key(i - live))
+		}
+		most = max(most, len(r.strs)+len(r.labelSets))
+	}
+	// Live: 50 pods, 50 label sets, "app", "user", "pod", "a",
+	// "serving", and one or two versions.
+	// Pruning at twice the live size (plus the slack) keeps them under
+	// three times it; without pruning they reach 40,000.
+	if most > 3*(2*live+7)+internSlack {
+		t.Fatalf("intern tables grew to %d entries for %d live instances", most, live)
+	}
+	// What live instances use is still interned: the same label set
+	// arrives as the same map, and a version as the same string.
+	e := r.entries[key(19999)]
+	v, err := registry.Encode(addr(1), registry.Metadata{Weight: 1, Version: "v199", Labels: map[string]string{"pod": "pod-19999", "app": "user"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.put(key(99999), v)
+	f := r.entries[key(99999)]
+	if fmt.Sprintf("%p", f.attr.inst.Metadata.Labels) != fmt.Sprintf("%p", e.attr.inst.Metadata.Labels) {
+		t.Error("a live instance's label set was not shared with a new instance carrying the same labels")
+	}
+	if unsafe.StringData(f.attr.inst.Metadata.Version) != unsafe.StringData(e.attr.inst.Metadata.Version) {
+		t.Error("a live instance's version string was not shared")
 	}
 }

@@ -61,6 +61,13 @@ type etcdResolver struct {
 	lastTry   time.Time
 	lastPush  time.Time // when grpc last got a list
 	held      int       // changes applied but held back by the update interval
+	// refused counts grpc's refusals of the list in a row; while it is
+	// above 0, retryT re-offers the list after a backoff.
+	refused int
+	retryT  *time.Timer
+	// internBase is the size of strs and labelSets after their last
+	// pruning: they are pruned when they grow past twice that.
+	internBase int
 }
 
 type entry struct {
@@ -112,7 +119,7 @@ func newResolver(b *Builder, service string, cc resolver.ClientConn) *etcdResolv
 }
 
 // watchConnection signals reconnected each time the etcd client's
-// connection turns ready after being anything else.
+// connection turns ready again.
 func (r *etcdResolver) watchConnection() {
 	defer close(r.connDone)
 	conn := r.b.cli.ActiveConnection()
@@ -121,8 +128,11 @@ func (r *etcdResolver) watchConnection() {
 	}
 	state := conn.GetState()
 	for conn.WaitForStateChange(r.ctx, state) {
+		// The state has left the one seen; Ready now means a new
+		// connection, even when it was Ready before (it left and came
+		// back between the two looks).
 		next := conn.GetState()
-		if next == connectivity.Ready && state != connectivity.Ready {
+		if next == connectivity.Ready {
 			select {
 			case r.reconnected <- struct{}{}:
 			default:
@@ -157,6 +167,9 @@ func (r *etcdResolver) run() {
 		if r.snapTimer != nil {
 			r.snapTimer.Stop()
 		}
+		if r.retryT != nil {
+			r.retryT.Stop()
+		}
 		if r.snapDirty {
 			r.saveSnapshot()
 		}
@@ -178,11 +191,14 @@ func (r *etcdResolver) run() {
 				hookAfterList()
 			}
 		}
-		relist, err := r.watch()
+		relist, established, err := r.watch()
 		if r.ctx.Err() != nil {
 			return
 		}
 		r.emit(Event{Kind: EventWatchBroken, Err: err})
+		if established {
+			fails = 0 // a watch that ran is a success: back off from the start
+		}
 		needList = relist
 		if !relist {
 			fails++
@@ -236,7 +252,7 @@ func (r *etcdResolver) list() error {
 			r.grace = time.NewTimer(r.b.opts.resetGrace)
 		}
 	}
-	if changes > 0 || len(r.dirty) > 0 || !r.pushed || r.pushedStale() {
+	if changes > 0 || len(r.dirty) > 0 || !r.pushed || r.pushedStale() || r.refused > 0 {
 		r.push()
 	}
 	r.emit(Event{Kind: EventListed, Changes: changes})
@@ -258,8 +274,10 @@ func (r *etcdResolver) listFailed(err error, fails int) {
 }
 
 // watch follows changes from r.rev+1 until the watch ends. It returns
-// whether the list must be read again (history compacted, or etcd reset).
-func (r *etcdResolver) watch() (relist bool, err error) {
+// whether the list must be read again (history compacted, or etcd reset),
+// and whether etcd had accepted the watch.
+func (r *etcdResolver) watch() (relist, established bool, err error) {
+	r.lastTry = time.Now()
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(r.ctx))
 	defer cancel()
 	wch := r.b.cli.Watch(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithRev(r.rev+1),
@@ -291,11 +309,14 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 			heldT.Stop()
 		}
 	}()
-	var graceC, snapC, heldC <-chan time.Time
+	var graceC, snapC, heldC, retryC <-chan time.Time
 	for {
-		graceC, snapC, heldC = nil, nil, nil
+		graceC, snapC, heldC, retryC = nil, nil, nil, nil
 		if heldT != nil {
 			heldC = heldT.C
+		}
+		if r.retryT != nil {
+			retryC = r.retryT.C
 		}
 		if r.grace != nil {
 			graceC = r.grace.C
@@ -305,7 +326,10 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 		}
 		select {
 		case <-r.ctx.Done():
-			return false, r.ctx.Err()
+			return false, established, r.ctx.Err()
+		case <-retryC:
+			r.retryT = nil
+			r.send() // the same list, offered again
 		case <-graceC:
 			r.endGrace()
 			if r.held == 0 && heldT != nil { // endGrace pushed them
@@ -320,12 +344,13 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 			flush()
 		case <-r.reconnected:
 			if err := r.checkSameEtcd(); err != nil {
-				return true, err
+				return true, established, err
 			}
 		case resp, ok := <-wch:
 			if !ok {
-				return false, errors.New("discovery: watch channel closed")
+				return false, established, errors.New("discovery: watch channel closed")
 			}
+			established = established || resp.Created
 			changes, relist, err := r.apply(resp)
 			// Coalesce: apply whatever else is already waiting, then push
 			// once.
@@ -358,7 +383,7 @@ func (r *etcdResolver) watch() (relist bool, err error) {
 				}
 			}
 			if err != nil || relist {
-				return relist, err
+				return relist, established, err
 			}
 		}
 	}
@@ -392,11 +417,18 @@ func (r *etcdResolver) apply(resp clientv3.WatchResponse) (changes int, relist b
 		return 0, false, fmt.Errorf("discovery: watch of %s: %w", r.prefix, err)
 	}
 	if resp.Created {
-		if resp.Header.ClusterId != r.cluster || resp.Header.Revision < r.rev {
-			// Watching from a revision etcd has not reached: it lost
-			// its data. List again.
-			return 0, true, fmt.Errorf("discovery: etcd at revision %d (cluster %x), behind the list's %d (cluster %x)",
-				resp.Header.Revision, resp.Header.ClusterId, r.rev, r.cluster)
+		if resp.Header.ClusterId != r.cluster {
+			return 0, true, fmt.Errorf("discovery: etcd is cluster %x, not the list's %x", resp.Header.ClusterId, r.cluster)
+		}
+		if resp.Header.Revision < r.rev {
+			// Watching from a revision this member has not reached:
+			// either etcd lost its data, or the member is a follower a
+			// little behind the one the list was read from. A
+			// linearizable read tells the two apart; a lagging member
+			// catches up and the watch goes on.
+			if err := r.checkSameEtcd(); err != nil {
+				return 0, true, err
+			}
 		}
 		return 0, false, nil
 	}
@@ -441,12 +473,14 @@ func (r *etcdResolver) put(key string, value []byte) bool {
 		e.attr, e.ep = attr, endpointOf(attr)
 		r.setDraining(e, inst.Metadata.Status == registry.StatusDraining)
 		r.markDirty(e)
+		r.pruneInterned()
 		return true
 	}
 	e := &entry{key: key, attr: attr, ep: endpointOf(attr)}
 	r.setDraining(e, inst.Metadata.Status == registry.StatusDraining)
 	r.entries[key] = e
 	r.markDirty(e)
+	r.pruneInterned()
 	return true
 }
 
@@ -697,15 +731,7 @@ func (r *etcdResolver) decode(key string, value []byte) (registry.Instance, erro
 // a fleet mostly carry the same few sets, and a map costs hundreds of bytes.
 // The maps are never modified (Instance documents them as read-only).
 func (r *etcdResolver) internLabels(labels map[string]string) map[string]string {
-	keys := slices.Sorted(maps.Keys(labels))
-	var b strings.Builder
-	for _, k := range keys {
-		b.WriteString(k)
-		b.WriteByte(0)
-		b.WriteString(labels[k])
-		b.WriteByte(0)
-	}
-	id := b.String()
+	id := labelSetID(labels)
 	if m, ok := r.labelSets[id]; ok {
 		return m
 	}
@@ -716,6 +742,56 @@ func (r *etcdResolver) internLabels(labels map[string]string) map[string]string 
 	r.labelSets[id] = m
 	return m
 }
+
+// labelSetID is the content of a label set as one string.
+func labelSetID(labels map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		b.WriteString(k)
+		b.WriteByte(0)
+		b.WriteString(labels[k])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
+// pruneInterned drops the interned strings and label sets no instance
+// uses any more (versions of past deployments, labels of instances gone),
+// once the tables have grown to twice their size after the last pruning:
+// a long-lived client follows fleets that churn without end, and the
+// pruning, a walk over the instances, costs O(1) per interned value.
+func (r *etcdResolver) pruneInterned() {
+	if len(r.strs)+len(r.labelSets) <= 2*r.internBase+internSlack {
+		return
+	}
+	strs := make(map[string]string, len(r.strs)/2)
+	sets := make(map[string]map[string]string, len(r.labelSets)/2)
+	keep := func(s string) {
+		if s != "" {
+			strs[s] = s
+		}
+	}
+	for _, e := range r.entries {
+		md := &e.attr.inst.Metadata
+		keep(md.Version)
+		keep(md.Region)
+		keep(md.Zone)
+		keep(string(md.Status))
+		if len(md.Labels) > 0 {
+			sets[labelSetID(md.Labels)] = md.Labels
+			for k, v := range md.Labels {
+				keep(k)
+				keep(v)
+			}
+		}
+	}
+	r.strs, r.labelSets = strs, sets
+	r.internBase = len(strs) + len(sets)
+}
+
+// internSlack is how far the intern tables may grow beyond twice their
+// pruned size before they are pruned again.
+const internSlack = 256
 
 func (r *etcdResolver) intern(s string) string {
 	if s == "" {
@@ -765,10 +841,23 @@ func (r *etcdResolver) send() {
 	}
 	r.pushed, r.lastPush, r.held = true, time.Now(), 0
 	err := r.cc.UpdateState(resolver.State{Endpoints: eps})
-	if len(eps) == 0 {
+	if r.retryT != nil {
+		r.retryT.Stop()
+		r.retryT = nil
+	}
+	switch {
+	case len(eps) == 0:
+		r.refused = 0
 		r.cc.ReportError(fmt.Errorf("discovery: no instances of service %q under %s", r.service, r.prefix))
-	} else if err != nil {
-		r.b.opts.logger.Warn("discovery: grpc refused the list", slog.String("service", r.service), slog.Int("instances", len(eps)), slog.Any("err", err))
+	case err != nil:
+		// grpc asks a resolver to try again with a backoff: the list
+		// goes again when the backoff ends, or sooner with a change.
+		r.refused++
+		d := r.backoff(r.refused)
+		r.retryT = time.NewTimer(d)
+		r.emit(Event{Kind: EventRefused, Instances: len(eps), Err: fmt.Errorf("discovery: grpc refused the list of %d instances (offered again in %s): %w", len(eps), d.Round(time.Millisecond), err)})
+	default:
+		r.refused = 0
 	}
 	r.prepareSpare()
 	if r.b.opts.snapshotDir != "" && r.cluster != 0 {
@@ -779,7 +868,8 @@ func (r *etcdResolver) send() {
 	}
 }
 
-// wait waits for d, or until ResolveNow after at least the base backoff.
+// wait waits for d, or until ResolveNow when the last attempt (a list or
+// a watch) began at least five base backoffs ago.
 func (r *etcdResolver) wait(d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -815,7 +905,7 @@ func (r *etcdResolver) emit(ev Event) {
 	}
 	lvl := slog.LevelDebug
 	switch ev.Kind {
-	case EventListFailed, EventWatchBroken, EventReset, EventSkipped, EventStale:
+	case EventListFailed, EventWatchBroken, EventReset, EventSkipped, EventStale, EventRefused:
 		lvl = slog.LevelWarn
 	}
 	r.b.opts.logger.LogAttrs(context.Background(), lvl, "discovery: "+ev.Kind.String(),
