@@ -219,6 +219,10 @@ func TestEtcdOutageZeroFailedCalls(t *testing.T) {
 
 	m := c.Member(0)
 	m.Stop(t)
+	atStop := make([]int64, 3)
+	for i, s := range srv[:3] {
+		atStop[i] = s.Calls()
+	}
 	// While etcd is away, a new instance registers and one drains: both
 	// wait in the registrar.
 	pending := make(chan error, 2)
@@ -229,6 +233,12 @@ func TestEtcdOutageZeroFailedCalls(t *testing.T) {
 	go func() { pending <- reg.Drain(context.Background(), "user", srv[0].Addr) }()
 	<-time.After(30 * time.Second) // the outage under test
 	mid := l.calls.Load()
+	// The list stayed whole: every instance kept taking calls.
+	for i, s := range srv[:3] {
+		if s.Calls() == atStop[i] {
+			t.Errorf("instance %d got no call while etcd was away", i)
+		}
+	}
 	m.Restart(t)
 	for range 2 {
 		if err := <-pending; err != nil {

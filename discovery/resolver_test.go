@@ -2,11 +2,13 @@ package discovery
 
 import (
 	"fmt"
+	"log/slog"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -159,6 +161,97 @@ func TestSeparateChangesArePaced(t *testing.T) {
 	}
 }
 
+// aFollower returns a member that is not the leader.
+func aFollower(t *testing.T, c *etcdtest.Cluster) *etcdtest.Member {
+	t.Helper()
+	leader, err := c.Leader(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range c.Size() {
+		if m := c.Member(i); m != leader {
+			return m
+		}
+	}
+	t.Fatal("no follower")
+	return nil
+}
+
+// TestLeaderLostWatchResumes: the member the client watches through loses
+// its leader for longer than etcd lets a leader-requiring watch live; etcd
+// cancels the watch (where etcd's naming resolver stops for good). The
+// resolver keeps its list through the outage, watches again once a leader
+// is back, and misses none of the changes made then.
+func TestLeaderLostWatchResumes(t *testing.T) {
+	c := etcdtest.New(t, etcdtest.Members(3))
+	follower := aFollower(t, c)
+	cli := newClient(t, []string{follower.Endpoint()})
+	writer := c.Client(t)
+	putInstance(t, writer, "user", addr(1), registry.Metadata{})
+	putInstance(t, writer, "user", addr(2), registry.Metadata{})
+	broken := make(chan error, 100)
+	b, err := NewBuilder(cli, WithBackoff(50*time.Millisecond, 500*time.Millisecond), WithEventHandler(func(ev Event) {
+		if ev.Kind == EventWatchBroken {
+			select {
+			case broken <- ev.Err:
+			default:
+			}
+		}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+
+	var others []*etcdtest.Member
+	for i := range c.Size() {
+		if m := c.Member(i); m != follower {
+			others = append(others, m)
+			m.Stop(t)
+		}
+	}
+	select {
+	case err := <-broken:
+		// etcd's no-leader error, or the channel closed after it,
+		// depending on which reaches the client first.
+		t.Logf("without a leader: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the watch outlived the leader by 30 s")
+	}
+	for _, m := range others {
+		m.Restart(t)
+	}
+	// Changes once a leader is back: one leaves, one comes, one changes.
+	retry(t, func() error {
+		_, err := writer.Delete(ctxT(t, 2*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(1)))
+		return err
+	})
+	retry(t, func() error { return tryPut(writer, "user", addr(3), registry.Metadata{}) })
+	retry(t, func() error { return tryPut(writer, "user", addr(2), registry.Metadata{Zone: "after"}) })
+	s := cc.waitAddrs(t, 20*time.Second, addr(2), addr(3))
+	waitZone := time.Now().Add(10 * time.Second)
+	for Zone(s.Endpoints[0]) != "after" {
+		if time.Now().After(waitZone) {
+			t.Fatalf("the last change never arrived: %v", s.Endpoints[0])
+		}
+		select {
+		case <-cc.signal:
+		case <-time.After(100 * time.Millisecond):
+		}
+		s, _ = cc.last()
+	}
+	// Never an empty list, through all of it.
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	for i, st := range cc.states {
+		if len(st.Endpoints) == 0 {
+			t.Errorf("update %d of %d was empty", i+1, len(cc.states))
+		}
+	}
+}
+
 // TestHeldChangesGoOutWhenTheWatchEnds: a change held back by the update
 // interval reaches grpc when the watch ends without a new list (here the
 // member the client watches through loses its leader for good: the other
@@ -166,17 +259,7 @@ func TestSeparateChangesArePaced(t *testing.T) {
 func TestHeldChangesGoOutWhenTheWatchEnds(t *testing.T) {
 	const interval = time.Minute
 	c := etcdtest.New(t, etcdtest.Members(3))
-	leader, err := c.Leader(ctxT(t, 10*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var follower *etcdtest.Member
-	for i := range c.Size() {
-		if m := c.Member(i); m != leader {
-			follower = m
-			break
-		}
-	}
+	follower := aFollower(t, c)
 	cli := newClient(t, []string{follower.Endpoint()})
 	writer := c.Client(t)
 	putInstance(t, writer, "user", addr(1), registry.Metadata{})
@@ -217,15 +300,22 @@ func TestListsAndFollowsChangesWithMetadata(t *testing.T) {
 	putInstance(t, cli, "user", addr(2), registry.Metadata{Version: "v2", Zone: "z2", Region: "r", Weight: 20, Labels: map[string]string{"shard": "2"}})
 	putInstance(t, cli, "user", addr(1), registry.Metadata{Version: "v1", Zone: "z1"})
 	putInstance(t, cli, "order", addr(9), registry.Metadata{}) // another service
-	b, _ := NewBuilder(cli)
+	// No update pacing: a no-op PUT below must not be hidden by being
+	// held with the change after it.
+	b, _ := NewBuilder(cli, WithUpdateInterval(0))
 	cc := newFakeCC()
 	build(t, b, "user", cc)
 
 	s := cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
 	in, ok := Instance(s.Endpoints[1])
 	if !ok || in.Service != "user" || in.ID != addr(2) || in.Metadata.Version != "v2" || in.Metadata.Zone != "z2" ||
+		in.Metadata.Region != "r" || in.Metadata.Status != registry.StatusServing ||
 		in.Metadata.Weight != 20 || in.Metadata.Labels["shard"] != "2" || Weight(s.Endpoints[0]) != registry.DefaultWeight {
 		t.Errorf("metadata of %s: %+v", addr(2), in)
+	}
+	if Region(s.Endpoints[1]) != "r" || Zone(s.Endpoints[1]) != "z2" || Version(s.Endpoints[1]) != "v2" || Weight(s.Endpoints[1]) != 20 {
+		t.Errorf("accessors of %s: region %q zone %q version %q weight %d", addr(2),
+			Region(s.Endpoints[1]), Zone(s.Endpoints[1]), Version(s.Endpoints[1]), Weight(s.Endpoints[1]))
 	}
 
 	putInstance(t, cli, "user", addr(3), registry.Metadata{})
@@ -264,17 +354,19 @@ func TestNoEventLostBetweenListAndWatch(t *testing.T) {
 			return
 		}
 		first = false
-		putInstance(t, cli, "user", addr(3), registry.Metadata{})
+		if err := tryPut(cli, "user", addr(3), registry.Metadata{}); err != nil {
+			t.Error(err) // not Fatal: this runs on the resolver's goroutine
+		}
 		if _, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(1))); err != nil {
 			t.Error(err)
 		}
 	}
+	t.Cleanup(func() { hookAfterList = nil })
 	b, _ := NewBuilder(cli)
 	cc := newFakeCC()
 	r := build(t, b, "user", cc)
 	cc.waitAddrs(t, 10*time.Second, addr(2), addr(3))
 	r.Close()
-	hookAfterList = nil
 }
 
 // TestCompactionPastTheWatcher compacts etcd past the revision the watch
@@ -290,7 +382,9 @@ func TestCompactionPastTheWatcher(t *testing.T) {
 			return
 		}
 		first = false
-		putInstance(t, cli, "user", addr(3), registry.Metadata{})
+		if err := tryPut(cli, "user", addr(3), registry.Metadata{}); err != nil {
+			t.Error(err) // not Fatal: this runs on the resolver's goroutine
+		}
 		resp, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(2)))
 		if err != nil {
 			t.Error(err)
@@ -300,13 +394,13 @@ func TestCompactionPastTheWatcher(t *testing.T) {
 			t.Error(err)
 		}
 	}
+	t.Cleanup(func() { hookAfterList = nil })
 	var events []Event
 	b, _ := NewBuilder(cli, WithEventHandler(func(ev Event) { events = append(events, ev) }))
 	cc := newFakeCC()
 	r := build(t, b, "user", cc)
 	cc.waitAddrs(t, 10*time.Second, addr(1), addr(3))
 	r.Close()
-	hookAfterList = nil
 	listed := 0
 	for _, ev := range events {
 		if ev.Kind == EventListed {
@@ -378,15 +472,37 @@ func TestFiveThousandInstances(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	b, _ := NewBuilder(cli)
+	var mu sync.Mutex
+	var lists, updates []Event
+	b, _ := NewBuilder(cli, WithEventHandler(func(ev Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev.Kind {
+		case EventListed:
+			lists = append(lists, ev)
+		case EventUpdated:
+			updates = append(updates, ev)
+		}
+	}))
 	cc := newFakeCC()
 	build(t, b, "user", cc)
-	cc.waitAddrs(t, 30*time.Second, want...)
+	first := cc.waitAddrs(t, 30*time.Second, want...)
 	before := cc.updates()
 	putInstance(t, cli, "user", addr(n), registry.Metadata{})
-	cc.waitAddrs(t, 10*time.Second, append(want, addr(n))...)
+	next := cc.waitAddrs(t, 10*time.Second, append(want, addr(n))...)
 	if got := cc.updates() - before; got != 1 {
 		t.Errorf("one change reached grpc as %d updates, want 1", got)
+	}
+	// Incremental: the change came from the watch as one change, not from
+	// reading the service again, and the other 5,000 endpoints are the
+	// ones grpc already had.
+	mu.Lock()
+	defer mu.Unlock()
+	if len(lists) != 1 || len(updates) != 1 || updates[0].Changes != 1 {
+		t.Errorf("lists %v, updates %v; want the first list, then one update of one change", lists, updates)
+	}
+	if !sameEndpoints(first.Endpoints, next.Endpoints[:n]) {
+		t.Error("the endpoints of unchanged instances were built again")
 	}
 }
 
@@ -469,6 +585,10 @@ func TestSnapshotServesWhenEtcdIsDownAtStart(t *testing.T) {
 		t.Fatalf("snapshot: %s, %v", data, err)
 	}
 
+	// etcd moves on after the snapshot: addr(2) leaves.
+	if _, err := cli.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(2))); err != nil {
+		t.Fatal(err)
+	}
 	c.Member(0).Stop(t)
 	var stale []Event
 	b2, _ := NewBuilder(cli, WithSnapshotDir(dir), WithRequestTimeout(300*time.Millisecond),
@@ -483,10 +603,11 @@ func TestSnapshotServesWhenEtcdIsDownAtStart(t *testing.T) {
 	if Zone(s.Endpoints[0]) != "z1" {
 		t.Errorf("metadata lost through the snapshot: %v", s.Endpoints[0])
 	}
-	// Live data differs from the snapshot: once etcd answers, it wins.
+	// Live data differs from the snapshot: once etcd answers, it wins,
+	// and the instance only the snapshot had leaves.
 	c.Member(0).Restart(t)
 	putInstance(t, cli, "user", addr(3), registry.Metadata{})
-	cc2.waitAddrs(t, 10*time.Second, addr(1), addr(2), addr(3))
+	cc2.waitAddrs(t, 10*time.Second, addr(1), addr(3))
 	r2.Close()
 	if len(stale) != 1 || !strings.Contains(stale[0].Err.Error(), "serving 2 instances from") {
 		t.Errorf("stale events: %v", stale)
@@ -554,4 +675,73 @@ func TestLeaderKilledWatchResumes(t *testing.T) {
 	if Zone(s.Endpoints[2]) != "after" {
 		t.Errorf("metadata of the last change: %v", s.Endpoints[2])
 	}
+}
+
+// TestGlobalBuilderWithPrefixFilterAndLogger: the Builder RegisterGlobal
+// installs is the one grpc finds for the lodestar scheme; it reads only
+// its prefix, offers only what its filter keeps, and logs to its logger.
+func TestGlobalBuilderWithPrefixFilterAndLogger(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	const prefix = "/teams/search"
+	put := func(prefix, a string, md registry.Metadata) {
+		md.Weight, md.Status = 1, registry.StatusServing
+		v, err := registry.Encode(a, md)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cli.Put(ctxT(t, 5*time.Second), registry.Key(prefix, "user", a), string(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(prefix, addr(1), registry.Metadata{Zone: "a"})
+	put(prefix, addr(2), registry.Metadata{Zone: "hidden"})
+	put(registry.DefaultPrefix, addr(3), registry.Metadata{Zone: "a"}) // another prefix
+	if _, err := cli.Put(ctxT(t, 5*time.Second), registry.Key(prefix, "user", "broken"), "{"); err != nil {
+		t.Fatal(err)
+	}
+	var logged syncBuffer
+	_, err := RegisterGlobal(cli, WithPrefix(prefix+"/"), // a trailing slash is allowed
+		WithFilter(func(in registry.Instance) bool { return in.Metadata.Zone != "hidden" }),
+		WithLogger(slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, _ := url.Parse(Target("user"))
+	b := resolver.Get(u.Scheme)
+	if b == nil {
+		t.Fatal("no resolver registered for the lodestar scheme")
+	}
+	cc := newFakeCC()
+	r, err := b.Build(resolver.Target{URL: *u}, cc, resolver.BuildOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	cc.waitAddrs(t, 10*time.Second, addr(1))
+	put(prefix, addr(4), registry.Metadata{Zone: "b"})
+	put(prefix, addr(1), registry.Metadata{Zone: "hidden"}) // now filtered out
+	cc.waitAddrs(t, 10*time.Second, addr(4))
+	r.Close()
+	if out := logged.String(); !strings.Contains(out, "discovery: skipped") || !strings.Contains(out, registry.Key(prefix, "user", "broken")) {
+		t.Errorf("the logger got %q, want the skipped value's key", out)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a logger's goroutine and a test's.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
