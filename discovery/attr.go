@@ -46,6 +46,17 @@ func Instance(ep resolver.Endpoint) (registry.Instance, bool) {
 	return a.inst, true
 }
 
+// AddressInstance returns the instance an address of
+// resolver.State.Addresses was resolved from, as WithAddresses fills them
+// for balancers that read addresses rather than endpoints.
+func AddressInstance(a resolver.Address) (registry.Instance, bool) {
+	v, ok := a.BalancerAttributes.Value(instanceKey{}).(*instanceAttr)
+	if !ok {
+		return registry.Instance{}, false
+	}
+	return v.inst, true
+}
+
 // SetInstance returns ep carrying inst, as this package's resolver sets it.
 // It is for resolvers and tests that build endpoints by hand.
 func SetInstance(ep resolver.Endpoint, inst registry.Instance) resolver.Endpoint {

@@ -32,7 +32,9 @@
 // nothing, or a new cluster) is detected by its cluster id and revision,
 // and the instances it forgot are kept for a grace period
 // (WithResetGrace) while their registrars put them back. Errors go to
-// grpc's ReportError, where the last good list, if any, stays in force.
+// grpc's ReportError, where the last good list, if any, stays in force. A
+// list grpc refuses (its balancer returned an error) is offered again
+// after a backoff, as grpc asks of resolvers, and reported (EventRefused).
 //
 // Build returns at once even if etcd is down. With WithSnapshotDir, the
 // last good list is saved to a file, and a client that starts while etcd
@@ -47,5 +49,6 @@
 // Region, Version): version, region, zone, weight, status and labels, so
 // balancers can route by them. Draining instances are not offered for new
 // calls, unless every instance is draining, in which case all are offered
-// rather than none.
+// rather than none. The list is grpc's endpoint list; balancers built on
+// grpc's balancer/base, which read addresses only, need WithAddresses.
 package discovery

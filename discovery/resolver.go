@@ -840,7 +840,14 @@ func (r *etcdResolver) send() {
 		}
 	}
 	r.pushed, r.lastPush, r.held = true, time.Now(), 0
-	err := r.cc.UpdateState(resolver.State{Endpoints: eps})
+	state := resolver.State{Endpoints: eps}
+	if r.b.opts.addresses && len(eps) > 0 {
+		state.Addresses = make([]resolver.Address, len(eps))
+		for i, ep := range eps {
+			state.Addresses[i] = resolver.Address{Addr: ep.Addresses[0].Addr, BalancerAttributes: ep.Attributes}
+		}
+	}
+	err := r.cc.UpdateState(state)
 	if r.retryT != nil {
 		r.retryT.Stop()
 		r.retryT = nil
