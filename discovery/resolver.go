@@ -196,8 +196,11 @@ func (r *etcdResolver) run() {
 			return
 		}
 		r.emit(Event{Kind: EventWatchBroken, Err: err})
-		if established {
-			fails = 0 // a watch that ran is a success: back off from the start
+		if established && time.Since(r.lastTry) > r.b.opts.backoffMax {
+			// A watch that ran a while was a success: back off from
+			// the start. (One that breaks as soon as it is made keeps
+			// backing off further.)
+			fails = 0
 		}
 		needList = relist
 		if !relist {
