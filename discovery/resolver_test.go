@@ -474,6 +474,7 @@ func TestFiveThousandInstances(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var lists, updates []Event
+	updated := make(chan struct{}, 1)
 	b, _ := NewBuilder(cli, WithEventHandler(func(ev Event) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -482,6 +483,10 @@ func TestFiveThousandInstances(t *testing.T) {
 			lists = append(lists, ev)
 		case EventUpdated:
 			updates = append(updates, ev)
+			select {
+			case updated <- struct{}{}:
+			default:
+			}
 		}
 	}))
 	cc := newFakeCC()
@@ -495,7 +500,12 @@ func TestFiveThousandInstances(t *testing.T) {
 	}
 	// Incremental: the change came from the watch as one change, not from
 	// reading the service again, and the other 5,000 endpoints are the
-	// ones grpc already had.
+	// ones grpc already had. (The event follows the push.)
+	select {
+	case <-updated:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no update event after the push")
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if len(lists) != 1 || len(updates) != 1 || updates[0].Changes != 1 {
