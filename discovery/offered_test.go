@@ -212,10 +212,12 @@ func TestInternedValuesArePruned(t *testing.T) {
 	if most > 3*(2*live+7)+internSlack {
 		t.Fatalf("intern tables grew to %d entries for %d live instances", most, live)
 	}
-	// What live instances use is still interned: the same label set
-	// arrives as the same map, and a version as the same string.
-	e := r.entries[key(19999)]
-	v, err := registry.Encode(addr(1), registry.Metadata{Weight: 1, Version: "v199", Labels: map[string]string{"pod": "pod-19999", "app": "user"}})
+	// What live instances use is still interned after a pruning: the
+	// oldest live instance's label set arrives as the same map, and its
+	// version as the same string.
+	r.pruneIntern()
+	e := r.entries[key(20000-live)]
+	v, err := registry.Encode(addr(1), registry.Metadata{Weight: 1, Version: e.attr.inst.Metadata.Version, Labels: map[string]string{"pod": fmt.Sprintf("pod-%d", 20000-live), "app": "user"}})
 	if err != nil {
 		t.Fatal(err)
 	}

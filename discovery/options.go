@@ -135,7 +135,10 @@ func WithUpdateInterval(d time.Duration) Option {
 // on google.golang.org/grpc/balancer/base read only Addresses, and without
 // this option find none; grpc's own policies and lodestar's read Endpoints
 // and need none of it. It costs a second list per update (64 B per
-// instance at 10,000 instances: 640 KiB).
+// instance at 10,000 instances: 640 KiB). base keeps the address it first
+// saw for each host:port, so such a balancer sees an instance's metadata
+// as it was when its address appeared, and one connection for instances
+// that share an address.
 func WithAddresses() Option {
 	return optionFunc(func(o *options) { o.addresses = true })
 }

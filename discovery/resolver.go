@@ -191,12 +191,12 @@ func (r *etcdResolver) run() {
 				hookAfterList()
 			}
 		}
-		relist, established, err := r.watch()
+		relist, created, err := r.watch()
 		if r.ctx.Err() != nil {
 			return
 		}
 		r.emit(Event{Kind: EventWatchBroken, Err: err})
-		if established && time.Since(r.lastTry) > r.b.opts.backoffMax {
+		if !created.IsZero() && time.Since(created) > r.b.opts.backoffMax {
 			// A watch that ran a while was a success: back off from
 			// the start. (One that breaks as soon as it is made keeps
 			// backing off further.)
@@ -268,7 +268,12 @@ func (r *etcdResolver) pushedStale() bool { return r.pushed && r.cluster == 0 }
 func (r *etcdResolver) listFailed(err error, fails int) {
 	r.emit(Event{Kind: EventListFailed, Err: err})
 	if r.pushed {
-		return // the last good list stays in force
+		// The last list stays in force; if grpc refused it, grpc has
+		// none it can use and hears why etcd gives no other.
+		if r.refused > 0 {
+			r.cc.ReportError(err)
+		}
+		return
 	}
 	if fails == 1 && r.loadSnapshot() {
 		return
@@ -278,8 +283,8 @@ func (r *etcdResolver) listFailed(err error, fails int) {
 
 // watch follows changes from r.rev+1 until the watch ends. It returns
 // whether the list must be read again (history compacted, or etcd reset),
-// and whether etcd had accepted the watch.
-func (r *etcdResolver) watch() (relist, established bool, err error) {
+// and when etcd accepted the watch (zero if it never did).
+func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 	r.lastTry = time.Now()
 	ctx, cancel := context.WithCancel(clientv3.WithRequireLeader(r.ctx))
 	defer cancel()
@@ -318,9 +323,7 @@ func (r *etcdResolver) watch() (relist, established bool, err error) {
 		if heldT != nil {
 			heldC = heldT.C
 		}
-		if r.retryT != nil {
-			retryC = r.retryT.C
-		}
+		retryC = r.retryC()
 		if r.grace != nil {
 			graceC = r.grace.C
 		}
@@ -329,10 +332,17 @@ func (r *etcdResolver) watch() (relist, established bool, err error) {
 		}
 		select {
 		case <-r.ctx.Done():
-			return false, established, r.ctx.Err()
+			return false, created, r.ctx.Err()
 		case <-retryC:
-			r.retryT = nil
-			r.send() // the same list, offered again
+			// The list offered again, with any changes held since.
+			n := r.retry()
+			if heldT != nil {
+				heldT.Stop()
+				heldT = nil
+			}
+			if n > 0 {
+				r.emit(Event{Kind: EventUpdated, Changes: n})
+			}
 		case <-graceC:
 			r.endGrace()
 			if r.held == 0 && heldT != nil { // endGrace pushed them
@@ -346,14 +356,16 @@ func (r *etcdResolver) watch() (relist, established bool, err error) {
 			heldT = nil
 			flush()
 		case <-r.reconnected:
-			if err := r.checkSameEtcd(); err != nil {
-				return true, established, err
+			if err := r.checkSameEtcd(false); err != nil {
+				return true, created, err
 			}
 		case resp, ok := <-wch:
 			if !ok {
-				return false, established, errors.New("discovery: watch channel closed")
+				return false, created, errors.New("discovery: watch channel closed")
 			}
-			established = established || resp.Created
+			if resp.Created && created.IsZero() {
+				created = time.Now()
+			}
 			changes, relist, err := r.apply(resp)
 			// Coalesce: apply whatever else is already waiting, then push
 			// once.
@@ -386,7 +398,7 @@ func (r *etcdResolver) watch() (relist, established bool, err error) {
 				}
 			}
 			if err != nil || relist {
-				return relist, established, err
+				return relist, created, err
 			}
 		}
 	}
@@ -396,12 +408,19 @@ func (r *etcdResolver) watch() (relist, established bool, err error) {
 // etcd has gone back in time or is another cluster: its data was lost, and
 // the watch, resumed from a revision the new etcd has not reached, would
 // wait silently.
-func (r *etcdResolver) checkSameEtcd() error {
+//
+// When etcd cannot be asked, strict makes that an error too (a re-list
+// settles it); otherwise the watch goes on and the next reconnection asks
+// again.
+func (r *etcdResolver) checkSameEtcd(strict bool) error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.b.opts.requestTimeout)
 	resp, err := r.b.cli.Get(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
-		return nil // unreachable again; the watch goes on
+		if strict {
+			return fmt.Errorf("discovery: etcd behind the list's revision %d, and its revision could not be read: %w", r.rev, err)
+		}
+		return nil
 	}
 	if resp.Header.ClusterId != r.cluster || resp.Header.Revision < r.rev {
 		return fmt.Errorf("discovery: etcd at revision %d (cluster %x), behind the list's %d (cluster %x)",
@@ -429,7 +448,7 @@ func (r *etcdResolver) apply(resp clientv3.WatchResponse) (changes int, relist b
 			// little behind the one the list was read from. A
 			// linearizable read tells the two apart; a lagging member
 			// catches up and the watch goes on.
-			if err := r.checkSameEtcd(); err != nil {
+			if err := r.checkSameEtcd(true); err != nil {
 				return 0, true, err
 			}
 		}
@@ -476,14 +495,14 @@ func (r *etcdResolver) put(key string, value []byte) bool {
 		e.attr, e.ep = attr, endpointOf(attr)
 		r.setDraining(e, inst.Metadata.Status == registry.StatusDraining)
 		r.markDirty(e)
-		r.pruneInterned()
+		r.maybePruneIntern()
 		return true
 	}
 	e := &entry{key: key, attr: attr, ep: endpointOf(attr)}
 	r.setDraining(e, inst.Metadata.Status == registry.StatusDraining)
 	r.entries[key] = e
 	r.markDirty(e)
-	r.pruneInterned()
+	r.maybePruneIntern()
 	return true
 }
 
@@ -758,15 +777,20 @@ func labelSetID(labels map[string]string) string {
 	return b.String()
 }
 
-// pruneInterned drops the interned strings and label sets no instance
-// uses any more (versions of past deployments, labels of instances gone),
-// once the tables have grown to twice their size after the last pruning:
-// a long-lived client follows fleets that churn without end, and the
-// pruning, a walk over the instances, costs O(1) per interned value.
-func (r *etcdResolver) pruneInterned() {
-	if len(r.strs)+len(r.labelSets) <= 2*r.internBase+internSlack {
-		return
+// maybePruneIntern prunes the intern tables once they have grown past
+// twice their size after the last pruning, plus the larger of internSlack
+// and the number of instances: a long-lived client follows fleets that
+// churn without end, and the pruning, a walk over the instances, then
+// costs O(1) per value interned.
+func (r *etcdResolver) maybePruneIntern() {
+	if len(r.strs)+len(r.labelSets) > 2*r.internBase+max(internSlack, len(r.entries)) {
+		r.pruneIntern()
 	}
+}
+
+// pruneIntern drops the interned strings and label sets no instance uses
+// any more (versions of past deployments, labels of instances gone).
+func (r *etcdResolver) pruneIntern() {
 	strs := make(map[string]string, len(r.strs)/2)
 	sets := make(map[string]map[string]string, len(r.labelSets)/2)
 	keep := func(s string) {
@@ -792,7 +816,7 @@ func (r *etcdResolver) pruneInterned() {
 	r.internBase = len(strs) + len(sets)
 }
 
-// internSlack is how far the intern tables may grow beyond twice their
+// internSlack is the least the intern tables may grow beyond twice their
 // pruned size before they are pruned again.
 const internSlack = 256
 
@@ -870,7 +894,7 @@ func (r *etcdResolver) send() {
 		r.refused = 0
 	}
 	r.prepareSpare()
-	if r.b.opts.snapshotDir != "" && r.cluster != 0 {
+	if r.b.opts.snapshotDir != "" && r.cluster != 0 && r.refused == 0 {
 		r.snapDirty = true
 		if r.snapTimer == nil {
 			r.snapTimer = time.NewTimer(r.b.opts.snapshotEvery)
@@ -893,8 +917,27 @@ func (r *etcdResolver) wait(d time.Duration) {
 			if time.Since(r.lastTry) >= 5*r.b.opts.backoffBase {
 				return
 			}
+		case <-r.retryC():
+			r.retry() // a refused list (from the snapshot file, say) while etcd is away
 		}
 	}
+}
+
+// retryC is the channel of the refused list's retry timer, nil if none.
+func (r *etcdResolver) retryC() <-chan time.Time {
+	if r.retryT == nil {
+		return nil
+	}
+	return r.retryT.C
+}
+
+// retry offers a refused list again, with the changes held since, and
+// returns how many those were.
+func (r *etcdResolver) retry() int {
+	r.retryT = nil
+	n := r.held
+	r.push()
+	return n
 }
 
 func (r *etcdResolver) backoff(n int) time.Duration {

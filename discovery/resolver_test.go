@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -9,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -754,4 +756,120 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// refusingCC is a fakeCC whose UpdateState refuses lists while refuse
+// says so, as grpc does when its balancer refuses them; accepted signals
+// each list it takes.
+type refusingCC struct {
+	*fakeCC
+	refuse   func() bool
+	mu       sync.Mutex
+	accepted []resolver.State
+	ok       chan struct{}
+}
+
+func newRefusingCC(refuse func() bool) *refusingCC {
+	return &refusingCC{fakeCC: newFakeCC(), refuse: refuse, ok: make(chan struct{}, 1)}
+}
+
+func (c *refusingCC) UpdateState(s resolver.State) error {
+	c.fakeCC.UpdateState(s)
+	if c.refuse() {
+		return errors.New("refused by the test")
+	}
+	c.mu.Lock()
+	c.accepted = append(c.accepted, s)
+	c.mu.Unlock()
+	select {
+	case c.ok <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// waitAccepted waits until the last list taken has exactly addrs.
+func (c *refusingCC) waitAccepted(t *testing.T, timeout time.Duration, addrs ...string) {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		c.mu.Lock()
+		var got []string
+		if n := len(c.accepted); n > 0 {
+			got = addrsOf(c.accepted[n-1])
+		}
+		c.mu.Unlock()
+		if slices.Equal(got, addrs) {
+			return
+		}
+		select {
+		case <-c.ok:
+		case <-deadline:
+			t.Fatalf("accepted list %v after %s, want %v", got, timeout, addrs)
+		}
+	}
+}
+
+// TestRefusedListCarriesHeldChanges: a change held back by the update
+// interval while grpc refuses the list goes out with the list offered
+// again, not an interval later.
+func TestRefusedListCarriesHeldChanges(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	putInstance(t, cli, "user", addr(1), registry.Metadata{})
+	var refusing atomic.Bool
+	refusing.Store(true)
+	heldC := make(chan struct{}, 1)
+	hookHeld = func() {
+		select {
+		case heldC <- struct{}{}:
+		default:
+		}
+	}
+	t.Cleanup(func() { hookHeld = nil })
+	b, err := NewBuilder(cli, WithUpdateInterval(time.Minute), WithBackoff(20*time.Millisecond, 200*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := newRefusingCC(refusing.Load)
+	build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1)) // offered, refused
+	putInstance(t, cli, "user", addr(2), registry.Metadata{})
+	select {
+	case <-heldC:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the change was not held")
+	}
+	refusing.Store(false)
+	cc.waitAccepted(t, 10*time.Second, addr(1), addr(2))
+}
+
+// TestRefusedSnapshotListOfferedAgainWhileEtcdIsDown: a list served from
+// the snapshot file that grpc refuses is offered again while etcd stays
+// away, and grpc hears why no other list comes.
+func TestRefusedSnapshotListOfferedAgainWhileEtcdIsDown(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	dir := t.TempDir()
+	putInstance(t, cli, "user", addr(1), registry.Metadata{})
+	b, _ := NewBuilder(cli, WithSnapshotDir(dir))
+	cc := newFakeCC()
+	r := build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1))
+	r.Close() // flushes the snapshot
+	c.Member(0).Stop(t)
+
+	var refusals atomic.Int32
+	b2, _ := NewBuilder(cli, WithSnapshotDir(dir), WithRequestTimeout(200*time.Millisecond), WithBackoff(20*time.Millisecond, 100*time.Millisecond))
+	cc2 := newRefusingCC(func() bool { return refusals.Add(1) <= 2 })
+	build(t, b2, "user", cc2)
+	cc2.waitAccepted(t, 10*time.Second, addr(1))
+	cc2.mu.Lock()
+	cc2.fakeCC.mu.Lock()
+	reported := hasErr(cc2.fakeCC.errs, "list /services/user/ from etcd")
+	cc2.fakeCC.mu.Unlock()
+	cc2.mu.Unlock()
+	if !reported {
+		t.Error("grpc was not told why the refused list was not replaced")
+	}
 }

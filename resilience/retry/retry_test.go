@@ -259,32 +259,31 @@ func TestHedgingCutsTheStall(t *testing.T) {
 // the hedge goes out at about the 90th percentile and cuts the stalls.
 func TestHedgingAtQuantile(t *testing.T) {
 	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
-	rt, err := retry.New(retry.Config{Idempotent: idempotent, Hedge: map[string]retry.Hedge{check: {Quantile: 0.9, MinSamples: 30}}})
+	const minSamples = 60
+	rt, err := retry.New(retry.Config{Idempotent: idempotent, Hedge: map[string]retry.Hedge{check: {Quantile: 0.9, MinSamples: minSamples}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	conn := dial(t, r, rt, roundrobin.Name, nil)
 	r.WaitAll(conn, 0, 1, 2)
-	// Learning: 29 calls (WaitAll's among them), then a 30th that every
-	// instance stalls. Its hedge delay is asked for with 29 samples
-	// recorded, so it must wait the stall out unhedged. (A call's own
-	// sample is recorded just before its result is delivered, so the 30th
-	// call is the first whose hedge could go out.)
-	for calls, _, _ := rt.Stats(); calls < 29; calls, _, _ = rt.Stats() {
+	// Learning: minSamples-1 calls (WaitAll's among them), then one that
+	// every instance stalls. Its hedge delay is asked for with
+	// minSamples-1 samples recorded, so no hedge may go out for it. (A
+	// call's own sample is recorded just before its result is delivered,
+	// so the next call is the first whose hedge could go out.)
+	if calls, _, _ := rt.Stats(); calls >= minSamples-1 {
+		t.Fatalf("WaitAll made %d calls; the test needs fewer than %d", calls, minSamples-1)
+	}
+	for calls, _, _ := rt.Stats(); calls < minSamples-1; calls, _, _ = rt.Stats() {
 		if _, err := r.Call(context.Background(), conn); err != nil {
 			t.Fatal(err)
 		}
 	}
-	const stall = 100 * time.Millisecond
 	for _, s := range r.Srv {
-		s.StallSome(stall, 1, 1)
+		s.StallSome(100*time.Millisecond, 1, 1)
 	}
-	start := time.Now()
 	if _, err := r.Call(context.Background(), conn); err != nil {
 		t.Fatal(err)
-	}
-	if took := time.Since(start); took < stall {
-		t.Fatalf("the 30th call took %v, under the %v stall", took, stall)
 	}
 	if _, _, h := rt.Stats(); h != 0 {
 		t.Fatalf("%d hedges before MinSamples calls", h)
