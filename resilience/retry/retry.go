@@ -242,6 +242,9 @@ func (r *Retrier) hedge(ctx context.Context, h hedgepolicy.HedgePolicy[proto.Mes
 	var mu sync.Mutex
 	var avoid []string // instances attempts went to
 	started := 0
+	// Attempts never touch reply: a late one may still start after the
+	// winner's reply has been delivered into it.
+	replyType := reply.ProtoReflect().Type()
 	res, err := failsafe.With[proto.Message](h).WithContext(ctx).GetWithExecution(func(exec failsafe.Execution[proto.Message]) (proto.Message, error) {
 		mu.Lock()
 		n := started
@@ -260,7 +263,7 @@ func (r *Retrier) hedge(ctx context.Context, h hedgepolicy.HedgePolicy[proto.Mes
 			avoid = append(avoid, addr)
 			mu.Unlock()
 		})
-		out := &attempt{msg: reply.ProtoReflect().New().Interface()}
+		out := &attempt{msg: replyType.New().Interface()}
 		return out, r.attempts(actx, method, req, out.msg, cc, invoker, out.options(opts))
 	})
 	if a, ok := res.(*attempt); ok {
