@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -306,17 +307,28 @@ func TestEtcdWipedZeroFailedCalls(t *testing.T) {
 }
 
 // TestIdleConnectionReleasesWatch: grpc's idle mode closes the resolver and
-// builds a new one; nothing leaks (goleak checks at exit) and calls work.
+// builds a new one; each close releases the resolver's etcd watch (counted
+// by etcd itself, while the etcd client stays open), and calls work after
+// each wake-up.
 func TestIdleConnectionReleasesWatch(t *testing.T) {
 	c := etcdtest.New(t)
 	cli := newClient(t, c.Endpoints())
 	srv := testserver.Start(t)
-	reg := newRegistrar(t, cli)
-	register(t, reg, srv)
+	// Written directly: a registrar would hold a watch of its own.
+	v, err := registry.Encode(srv.Addr, registry.Metadata{Weight: 1, Status: registry.StatusServing})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Put(ctx, registry.Key(registry.DefaultPrefix, "user", srv.Addr), string(v)); err != nil {
+		t.Fatal(err)
+	}
 	b, err := discovery.NewBuilder(cli)
 	if err != nil {
 		t.Fatal(err)
 	}
+	base := etcdWatchers(t)
 	conn, err := grpc.NewClient(discovery.Target("user"), grpc.WithResolvers(b),
 		grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithIdleTimeout(100*time.Millisecond))
 	if err != nil {
@@ -325,6 +337,7 @@ func TestIdleConnectionReleasesWatch(t *testing.T) {
 	defer conn.Close()
 	for range 3 {
 		callUntil(t, conn, 10*time.Second, srv)
+		waitWatchers(t, base+1) // the resolver's watch
 		// Wait for the channel to go idle (its resolver closed).
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		for s := conn.GetState(); s.String() != "IDLE"; s = conn.GetState() {
@@ -333,5 +346,44 @@ func TestIdleConnectionReleasesWatch(t *testing.T) {
 			}
 		}
 		cancel()
+		waitWatchers(t, base)
+	}
+}
+
+// etcdWatchers is the number of watchers the etcd servers of this process
+// hold, as etcd counts them.
+func etcdWatchers(t testing.TB) int {
+	t.Helper()
+	mfs, err := prometheus.DefaultGatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "etcd_debugging_mvcc_watcher_total" && len(mf.GetMetric()) == 1 {
+			return int(mf.GetMetric()[0].GetGauge().GetValue())
+		}
+	}
+	t.Fatal("etcd's watcher gauge is not registered")
+	return 0
+}
+
+// waitWatchers waits until etcd holds want watchers. etcd drops a watcher
+// when the client's cancel reaches it, an event this process cannot wait
+// on, so the gauge is read every 10 ms, for at most 10 s.
+func waitWatchers(t testing.TB, want int) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(10 * time.Second)
+	for {
+		got := etcdWatchers(t)
+		if got == want {
+			return
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("etcd holds %d watchers, want %d", got, want)
+		}
 	}
 }
