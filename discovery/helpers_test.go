@@ -185,3 +185,17 @@ func hasErr(errs []error, sub string) bool {
 	}
 	return false
 }
+
+// onHeld returns a channel that receives a value (it holds one) each time
+// the watch holds changes back for the update interval.
+func onHeld(t testing.TB) <-chan struct{} {
+	c := make(chan struct{}, 1)
+	hookHeld = func() {
+		select {
+		case c <- struct{}{}:
+		default:
+		}
+	}
+	t.Cleanup(func() { hookHeld = nil })
+	return c
+}

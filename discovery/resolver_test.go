@@ -265,14 +265,7 @@ func TestHeldChangesGoOutWhenTheWatchEnds(t *testing.T) {
 	cli := newClient(t, []string{follower.Endpoint()})
 	writer := c.Client(t)
 	putInstance(t, writer, "user", addr(1), registry.Metadata{})
-	heldC := make(chan struct{}, 1)
-	hookHeld = func() {
-		select {
-		case heldC <- struct{}{}:
-		default:
-		}
-	}
-	t.Cleanup(func() { hookHeld = nil })
+	heldC := onHeld(t)
 	b, err := NewBuilder(cli, WithUpdateInterval(interval))
 	if err != nil {
 		t.Fatal(err)
@@ -819,14 +812,7 @@ func TestRefusedListCarriesHeldChanges(t *testing.T) {
 	putInstance(t, cli, "user", addr(1), registry.Metadata{})
 	var refusing atomic.Bool
 	refusing.Store(true)
-	heldC := make(chan struct{}, 1)
-	hookHeld = func() {
-		select {
-		case heldC <- struct{}{}:
-		default:
-		}
-	}
-	t.Cleanup(func() { hookHeld = nil })
+	heldC := onHeld(t)
 	b, err := NewBuilder(cli, WithUpdateInterval(time.Minute), WithBackoff(20*time.Millisecond, 200*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
