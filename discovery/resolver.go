@@ -255,15 +255,14 @@ func (r *etcdResolver) list() error {
 			r.grace = time.NewTimer(r.b.opts.resetGrace)
 		}
 	}
-	if changes > 0 || len(r.dirty) > 0 || !r.pushed || r.pushedStale() || r.refused > 0 {
+	// A list equal to what grpc has (served from the snapshot file, say)
+	// needs no update.
+	if changes > 0 || len(r.dirty) > 0 || !r.pushed || r.refused > 0 {
 		r.push()
 	}
 	r.emit(Event{Kind: EventListed, Changes: changes})
 	return nil
 }
-
-// pushedStale reports whether what grpc has came from the snapshot file.
-func (r *etcdResolver) pushedStale() bool { return r.pushed && r.cluster == 0 }
 
 func (r *etcdResolver) listFailed(err error, fails int) {
 	r.emit(Event{Kind: EventListFailed, Err: err})
