@@ -2,6 +2,7 @@ package discovery_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,7 +30,15 @@ func newClient(t testing.TB, endpoints []string) *clientv3.Client {
 	return cli
 }
 
+// dial connects to service with grpc's round_robin.
 func dial(t testing.TB, cli *clientv3.Client, service string, opts ...discovery.Option) (*grpc.ClientConn, *eventLog) {
+	t.Helper()
+	return dialPolicy(t, cli, service, "round_robin", opts...)
+}
+
+// dialPolicy connects to service with the balancer named policy, through a
+// Builder of its own made with opts; the log gets the resolver's events.
+func dialPolicy(t testing.TB, cli *clientv3.Client, service, policy string, opts ...discovery.Option) (*grpc.ClientConn, *eventLog) {
 	t.Helper()
 	log := &eventLog{signal: make(chan struct{}, 1)}
 	b, err := discovery.NewBuilder(cli, append(opts, discovery.WithEventHandler(log.add))...)
@@ -38,7 +47,7 @@ func dial(t testing.TB, cli *clientv3.Client, service string, opts ...discovery.
 	}
 	conn, err := grpc.NewClient(discovery.Target(service), grpc.WithResolvers(b),
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"round_robin":{}}]}`))
+		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, policy)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,17 +2,14 @@ package discovery_test
 
 import (
 	"context"
-	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/base"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/lodestar-rpc/lodestar/discovery"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
@@ -60,18 +57,7 @@ func TestRefusedListIsOfferedAgain(t *testing.T) {
 	srv := testserver.Start(t)
 	register(t, newRegistrar(t, cli), srv)
 
-	log := &eventLog{signal: make(chan struct{}, 1)}
-	b, err := discovery.NewBuilder(cli, discovery.WithBackoff(20*time.Millisecond, 200*time.Millisecond), discovery.WithEventHandler(log.add))
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, err := grpc.NewClient(discovery.Target("user"), grpc.WithResolvers(b),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, refuseFirst)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	conn, log := dialPolicy(t, cli, "user", refuseFirst, discovery.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
 	callUntil(t, conn, 10*time.Second, srv)
 
 	log.mu.Lock()
@@ -145,23 +131,8 @@ func TestAddressesForBaseBalancers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	newConn := func(opts ...discovery.Option) (*grpc.ClientConn, *eventLog) {
-		log := &eventLog{signal: make(chan struct{}, 1)}
-		b, err := discovery.NewBuilder(cli, append(opts, discovery.WithBackoff(20*time.Millisecond, 100*time.Millisecond), discovery.WithEventHandler(log.add))...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		conn, err := grpc.NewClient(discovery.Target("user"), grpc.WithResolvers(b),
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultServiceConfig(fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}]}`, addressPicker)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
-		return conn, log
-	}
-
-	conn, _ := newConn(discovery.WithAddresses())
+	backoff := discovery.WithBackoff(20*time.Millisecond, 100*time.Millisecond)
+	conn, _ := dialPolicy(t, cli, "user", addressPicker, backoff, discovery.WithAddresses())
 	callUntil(t, conn, 10*time.Second, srv[0], srv[1])
 	for i, s := range srv {
 		if w, _ := addressWeights.Load(s.Addr); w != 10+i {
@@ -169,7 +140,7 @@ func TestAddressesForBaseBalancers(t *testing.T) {
 		}
 	}
 
-	bare, log := newConn()
+	bare, log := dialPolicy(t, cli, "user", addressPicker, backoff)
 	bare.Connect() // out of idle: the resolver starts
 	deadline := time.After(10 * time.Second)
 	for {

@@ -66,7 +66,7 @@ type etcdResolver struct {
 	refused int
 	retryT  *time.Timer
 	// internBase is the size of strs and labelSets after their last
-	// pruning: they are pruned when they grow past twice that.
+	// pruning (see maybePruneIntern).
 	internBase int
 }
 
@@ -316,13 +316,12 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 			heldT.Stop()
 		}
 	}()
-	var graceC, snapC, heldC, retryC <-chan time.Time
+	var graceC, snapC, heldC <-chan time.Time
 	for {
-		graceC, snapC, heldC, retryC = nil, nil, nil, nil
+		graceC, snapC, heldC = nil, nil, nil
 		if heldT != nil {
 			heldC = heldT.C
 		}
-		retryC = r.retryC()
 		if r.grace != nil {
 			graceC = r.grace.C
 		}
@@ -332,7 +331,7 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 		select {
 		case <-r.ctx.Done():
 			return false, created, r.ctx.Err()
-		case <-retryC:
+		case <-r.retryC():
 			// The list offered again, with any changes held since.
 			n := r.retry()
 			if heldT != nil {
