@@ -246,7 +246,10 @@ func (f *frame) UpdateClientConnState(ccs balancer.ClientConnState) error {
 
 func (f *frame) ResolverError(err error) { f.child.ResolverError(err) }
 
+// UpdateSubConnState completes balancer.Balancer; the children create their
+// SubConns with a StateListener, so grpc does not call it for them.
 func (f *frame) UpdateSubConnState(sc balancer.SubConn, st balancer.SubConnState) {
+	//lint:ignore SA1019 forwarding the interface method frame implements
 	f.child.UpdateSubConnState(sc, st)
 }
 
