@@ -1,5 +1,9 @@
 // Package hostport checks "host:port" addresses that other processes must
 // be able to dial.
+//
+// Its errors say what is wrong without repeating the address, which may be
+// huge or hostile (read from etcd, say): the caller names the address once,
+// with a bounded quote.
 package hostport
 
 import (
@@ -20,7 +24,7 @@ func Check(addr string) error {
 	}
 	host, _, _ := net.SplitHostPort(addr)
 	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
-		return fmt.Errorf("host %s is unspecified: clients cannot dial it; use a routable address", host)
+		return fmt.Errorf("host %s is unspecified: clients cannot dial it; use a routable address", ip.WithZone(""))
 	}
 	return nil
 }
@@ -30,17 +34,22 @@ func Check(addr string) error {
 func Syntax(addr string) error {
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		return fmt.Errorf("want host:port: %w", err)
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			// AddrError's message holds the whole address.
+			return fmt.Errorf("want host:port: %s", ae.Err)
+		}
+		return errors.New("want host:port")
 	}
 	if host == "" {
 		return errors.New("host is empty")
 	}
 	if strings.ContainsAny(host, " \t\r\n/") {
-		return fmt.Errorf("host %q contains a space or a slash", host)
+		return errors.New("host contains a space or a slash")
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		return fmt.Errorf("port %q is not a number in 1-65535", port)
+		return errors.New("port is not a number in 1-65535")
 	}
 	return nil
 }
