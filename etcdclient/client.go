@@ -8,24 +8,39 @@
 // is what lets a registrar put its instances back within about a second of
 // etcd answering again.
 //
+// A password never travels in plaintext unless asked: with Username set,
+// New refuses an endpoint that is not TLS (http://, unix://, or host:port
+// without Config.TLS) unless Config.AllowInsecureAuth says the network is
+// trusted. Loopback is no exception: another user of the same machine can
+// read loopback traffic no more easily than a remote one can, but a
+// forwarded port or a proxy can carry it off the machine unseen, and the
+// rule is simpler to trust without one.
+//
+// Keepalive: a connection whose peer stopped answering is closed after
+// KeepAliveTime of silence plus KeepAliveTimeout for the ping's answer, so
+// a watch or lease on a dead link moves to another endpoint within
+// DefaultKeepAliveTime + DefaultKeepAliveTimeout (20 s) at worst. The
+// timeout is long enough for a slow but alive link: an answer that takes
+// up to 10 s (a 2-4 s round trip has a wide margin, retransmissions
+// included) keeps the connection. grpc also uses KeepAliveTimeout as the
+// socket's TCP_USER_TIMEOUT (how long sent data may stay unacknowledged),
+// which a short timeout makes a second way to drop a slow link. etcd
+// refuses pings more often than every 5 s (its grpc-keepalive-min-time),
+// so KeepAliveTime stays above that.
+//
 // Any *clientv3.Client works with lodestar; this package only makes the
 // recommended settings easy to get.
 package etcdclient
 
 import (
-	"bytes"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/lodestar-rpc/lodestar/internal/hostport"
-	"github.com/lodestar-rpc/lodestar/internal/tlsfiles"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -36,7 +51,7 @@ import (
 const (
 	DefaultDialTimeout          = 5 * time.Second
 	DefaultKeepAliveTime        = 10 * time.Second
-	DefaultKeepAliveTimeout     = 3 * time.Second
+	DefaultKeepAliveTimeout     = 10 * time.Second
 	DefaultReconnectBackoffMax  = time.Second
 	DefaultReconnectBackoffBase = 100 * time.Millisecond
 )
@@ -55,15 +70,26 @@ type Config struct {
 	// username, when it fetches an auth token for up to DialTimeout.
 	DialTimeout time.Duration
 	// KeepAliveTime and KeepAliveTimeout set grpc keepalive pings so that a
-	// connection that silently died is noticed. Zero means the defaults;
-	// a negative KeepAliveTime turns pings off.
+	// connection that silently died is noticed: after KeepAliveTime without
+	// a byte from etcd on a connection with a stream open (a watch, a lease
+	// keepalive), a ping is sent, and the connection is closed if nothing
+	// arrives within KeepAliveTimeout. Zero means the defaults (see the
+	// package documentation for the choice); a negative KeepAliveTime
+	// turns pings off. etcd answers pings more often than every 5 s with
+	// GOAWAY, so KeepAliveTime should not be below that.
 	KeepAliveTime    time.Duration
 	KeepAliveTimeout time.Duration
 	// ReconnectBackoffMax caps the wait between reconnect attempts. Zero
 	// means DefaultReconnectBackoffMax.
 	ReconnectBackoffMax time.Duration
 	// Username and Password authenticate to etcd when its auth is on.
+	// New refuses to send them over an endpoint without TLS unless
+	// AllowInsecureAuth is set.
 	Username, Password string
+	// AllowInsecureAuth lets Username and Password (and the token etcd
+	// gives for them) travel over plaintext endpoints: set it only on a
+	// network where no one can read the traffic.
+	AllowInsecureAuth bool
 	// TLS, when set, is used for every connection to etcd.
 	TLS *tls.Config
 	// Logger receives etcd client logs. Nil discards them.
@@ -143,6 +169,9 @@ func (cfg Config) clientConfig() (clientv3.Config, error) {
 			}
 		}
 	}
+	if err := cfg.checkCredentials(eps); err != nil {
+		return clientv3.Config{}, err
+	}
 	return clientv3.Config{
 		Endpoints:            eps,
 		DialTimeout:          dial,
@@ -182,95 +211,4 @@ func checkEndpoint(ep string) error {
 		return fmt.Errorf("etcdclient: endpoint %q: %w", ep, err)
 	}
 	return nil
-}
-
-// TLSFiles returns a TLS configuration for etcd from PEM files: caFile
-// to verify etcd's certificate (empty: the system roots), and certFile
-// and keyFile to present a client certificate (both empty: none). A
-// missing or malformed file is an error naming it.
-//
-// The client certificate's files are read at each handshake (etcd
-// clients make few) and parsed again when they have changed, so a rotated
-// certificate (short-lived ones are renewed every few hours) is presented
-// on the next connection, without a restart: a client whose certificate
-// expired in memory would lose etcd at its next reconnect, and a
-// registrar its instances with it. A pair that does not load (caught
-// half-replaced, or removed) keeps the last good one, until that one has
-// expired: then the handshake fails with the reason the files do not load.
-// As with tls.Config.Certificates, no certificate is sent to a server
-// that names authorities or signature schemes it does not fit. The CA
-// file is read once.
-func TLSFiles(certFile, keyFile, caFile string) (*tls.Config, error) {
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, CipherSuites: tlsfiles.CipherSuites}
-	if (certFile == "") != (keyFile == "") {
-		return nil, errors.New("etcdclient: a client certificate needs both a certificate and a key file")
-	}
-	if certFile != "" {
-		kp := &keyPair{certFile: certFile, keyFile: keyFile}
-		if err := kp.load(); err != nil {
-			return nil, fmt.Errorf("etcdclient: certificate %s with key %s: %w", certFile, keyFile, err)
-		}
-		cfg.GetClientCertificate = kp.get
-	}
-	if caFile != "" {
-		pool, err := tlsfiles.LoadPool(caFile)
-		if err != nil {
-			return nil, fmt.Errorf("etcdclient: %w", err)
-		}
-		cfg.RootCAs = pool
-	}
-	return cfg, nil
-}
-
-// keyPair serves a client certificate from its files, read again when
-// their contents change.
-type keyPair struct {
-	certFile, keyFile string
-
-	mu      sync.Mutex
-	cert    *tls.Certificate
-	certPEM []byte // the contents cert was made from
-	keyPEM  []byte
-}
-
-// load reads the files and, if they differ from the last ones read, makes
-// them the certificate. It returns why a changed pair does not load.
-func (k *keyPair) load() error {
-	certPEM, err := os.ReadFile(k.certFile)
-	if err != nil {
-		return err
-	}
-	keyPEM, err := os.ReadFile(k.keyFile)
-	if err != nil {
-		return err
-	}
-	if k.cert != nil && bytes.Equal(certPEM, k.certPEM) && bytes.Equal(keyPEM, k.keyPEM) {
-		return nil
-	}
-	cert, err := tls.X509KeyPair(certPEM, keyPEM)
-	if err != nil {
-		return err
-	}
-	if cert.Leaf == nil { // set by X509KeyPair unless GODEBUG x509keypairleaf=0
-		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return err
-		}
-	}
-	k.cert, k.certPEM, k.keyPEM = &cert, certPEM, keyPEM
-	return nil
-}
-
-// get is the tls.Config's GetClientCertificate: the files' certificate,
-// or the last good one while they do not load and it has not expired.
-func (k *keyPair) get(cri *tls.CertificateRequestInfo) (*tls.Certificate, error) {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	if err := k.load(); err != nil && time.Now().After(k.cert.Leaf.NotAfter) {
-		return nil, fmt.Errorf("etcdclient: client certificate %s expired at %s, and %s with key %s does not load: %w",
-			k.certFile, k.cert.Leaf.NotAfter.Format(time.RFC3339), k.certFile, k.keyFile, err)
-	}
-	if cri.SupportsCertificate(k.cert) != nil {
-		return new(tls.Certificate), nil // none, as crypto/tls does with Certificates
-	}
-	return k.cert, nil
 }
