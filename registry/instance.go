@@ -7,8 +7,10 @@ import (
 	"maps"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/lodestar-rpc/lodestar/internal/hostport"
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
 // DefaultPrefix is the key prefix instances are registered under when no
@@ -23,6 +25,16 @@ const (
 	DefaultWeight = 100
 	MaxWeight     = 10000
 )
+
+// MaxValueBytes is the most bytes an instance's etcd value (its JSON:
+// address and metadata, labels included) may take. Register and Update
+// refuse a larger one. It stays well under etcd's default request limit
+// (1.5 MiB, --max-request-bytes) so that one instance always fits in a
+// write together with its key and the request's envelope.
+const MaxValueBytes = 1 << 20
+
+// maxNameBytes is the most bytes of a service name or an instance id.
+const maxNameBytes = 253
 
 // Status says whether an instance takes new calls.
 type Status string
@@ -76,11 +88,11 @@ func ParseKey(prefix, key string) (service, id string, err error) {
 	p := strings.TrimRight(prefix, "/") + "/"
 	rest, ok := strings.CutPrefix(key, p)
 	if !ok {
-		return "", "", fmt.Errorf("registry: key %q is not under prefix %q", key, p)
+		return "", "", fmt.Errorf("registry: key %s is not under prefix %s", quote.Bounded(key), quote.Bounded(p))
 	}
 	service, id, ok = strings.Cut(rest, "/")
 	if !ok || service == "" || id == "" || strings.Contains(id, "/") {
-		return "", "", fmt.Errorf("registry: key %q is not %s<service>/<id>", key, p)
+		return "", "", fmt.Errorf("registry: key %s is not %s<service>/<id>", quote.Bounded(key), quote.Bounded(p))
 	}
 	return service, id, nil
 }
@@ -91,7 +103,7 @@ func (in Instance) normalize() (Instance, error) {
 		return Instance{}, err
 	}
 	if err := hostport.Check(in.Addr); err != nil {
-		return Instance{}, fmt.Errorf("registry: address %q of service %q: %w", in.Addr, in.Service, err)
+		return Instance{}, fmt.Errorf("registry: address %s of service %s: %w", quote.Bounded(in.Addr), quote.Bounded(in.Service), err)
 	}
 	if in.ID == "" {
 		in.ID = DeriveID(in.Addr)
@@ -106,7 +118,7 @@ func (in Instance) normalize() (Instance, error) {
 		in.Metadata.Status = StatusServing
 	}
 	if err := in.Metadata.validate(); err != nil {
-		return Instance{}, fmt.Errorf("registry: instance %s of service %q: %w", in.ID, in.Service, err)
+		return Instance{}, fmt.Errorf("registry: instance %s of service %s: %w", quote.Bounded(in.ID), quote.Bounded(in.Service), err)
 	}
 	in.Metadata.Labels = maps.Clone(in.Metadata.Labels)
 	return in, nil
@@ -117,7 +129,7 @@ func (m Metadata) validate() error {
 		return fmt.Errorf("weight %d out of range 0..%d", m.Weight, MaxWeight)
 	}
 	if !m.Status.valid() {
-		return fmt.Errorf("status %q is neither %q nor %q", m.Status, StatusServing, StatusDraining)
+		return fmt.Errorf("status %s is neither %q nor %q", quote.Bounded(string(m.Status)), StatusServing, StatusDraining)
 	}
 	for k := range m.Labels {
 		if k == "" {
@@ -131,22 +143,32 @@ func (m Metadata) validate() error {
 // which is unique among the instances clients can reach.
 func DeriveID(addr string) string { return addr }
 
-// ValidateService reports why name cannot be a service name (empty, a '/',
-// a space), or nil.
+// ValidateService reports why name cannot be a service name, or nil. A
+// name is 1 to 253 bytes of UTF-8 without '/', spaces, control characters
+// (which could drive the terminal that prints it) or invisible formatting
+// characters, and is neither "." nor "..".
 func ValidateService(name string) error { return checkName("service name", name) }
+
+// ValidateID reports why id cannot be an instance id, or nil. The rules
+// are those of ValidateService.
+func ValidateID(id string) error { return checkName("instance id", id) }
 
 func checkName(what, s string) error {
 	switch {
 	case s == "":
 		return fmt.Errorf("registry: %s is empty", what)
-	case len(s) > 253:
-		return fmt.Errorf("registry: %s %.20q... is longer than 253 bytes", what, s)
+	case len(s) > maxNameBytes:
+		return fmt.Errorf("registry: %s %s is longer than %d bytes", what, quote.Bounded(s), maxNameBytes)
+	case s == "." || s == "..":
+		return fmt.Errorf("registry: %s %q is a path element, not a name", what, s)
 	case strings.Contains(s, "/"):
-		return fmt.Errorf("registry: %s %q contains '/', which would change the key layout", what, s)
+		return fmt.Errorf("registry: %s %s contains '/', which would change the key layout", what, quote.Bounded(s))
+	case !utf8.ValidString(s):
+		return fmt.Errorf("registry: %s %s is not valid UTF-8", what, quote.Bounded(s))
 	}
 	for _, r := range s {
-		if unicode.IsSpace(r) || unicode.IsControl(r) {
-			return fmt.Errorf("registry: %s %q contains a space or control character", what, s)
+		if unicode.IsSpace(r) || unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
+			return fmt.Errorf("registry: %s %s contains a space, control or formatting character (%U)", what, quote.Bounded(s), r)
 		}
 	}
 	return nil
@@ -194,7 +216,7 @@ func Decode(value []byte) (addr string, md Metadata, err error) {
 		if err := json.Unmarshal(value, &w); err != nil {
 			var me *metadataError
 			if errors.As(err, &me) {
-				return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", w.Addr, me.err)
+				return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", quote.Bounded(w.Addr), me.err)
 			}
 			return "", Metadata{}, fmt.Errorf("registry: value is not an endpoint JSON object: %w", err)
 		}
@@ -216,7 +238,7 @@ func Decode(value []byte) (addr string, md Metadata, err error) {
 		md.Status = wm.Status
 	}
 	if err := md.validate(); err != nil {
-		return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", addr, err)
+		return "", Metadata{}, fmt.Errorf("registry: metadata of %s: %w", quote.Bounded(addr), err)
 	}
 	return addr, md, nil
 }

@@ -18,7 +18,14 @@ func TestNormalizeRejectsBadInput(t *testing.T) {
 	}{
 		{"empty service", func(in *Instance) { in.Service = "" }, "service name is empty"},
 		{"slash in service", func(in *Instance) { in.Service = "user/v1" }, "contains '/'"},
-		{"space in service", func(in *Instance) { in.Service = "user svc" }, "space or control"},
+		{"space in service", func(in *Instance) { in.Service = "user svc" }, "space, control"},
+		{"escape in service", func(in *Instance) { in.Service = "user\x1b[2J" }, `service name "user\x1b[2J" contains a space, control or formatting character (U+001B)`},
+		{"bidi override in id", func(in *Instance) { in.ID = "a\u202eb" }, "(U+202E)"},
+		{"C1 control in id", func(in *Instance) { in.ID = "a\u009bb" }, "(U+009B)"},
+		{"invalid UTF-8 in id", func(in *Instance) { in.ID = "a\xffb" }, `instance id "a\xffb" is not valid UTF-8`},
+		{"dot service", func(in *Instance) { in.Service = "." }, `service name "." is a path element`},
+		{"dot-dot service", func(in *Instance) { in.Service = ".." }, `service name ".." is a path element`},
+		{"dot-dot id", func(in *Instance) { in.ID = ".." }, `instance id ".." is a path element`},
 		{"slash in id", func(in *Instance) { in.ID = "a/b" }, "instance id \"a/b\" contains '/'"},
 		{"no port", func(in *Instance) { in.Addr = "127.0.0.1" }, "address \"127.0.0.1\""},
 		{"empty address", func(in *Instance) { in.Addr = "" }, "address \"\""},
@@ -94,7 +101,7 @@ func TestDecodeForeignAndMalformed(t *testing.T) {
 		{`{"Addr":"10.0.0.1:1","Metadata":{"version":"v2","other":true}}`, Metadata{Version: "v2", Weight: DefaultWeight, Status: StatusServing}, ""},
 		{`not json`, Metadata{}, "not an endpoint JSON object"},
 		{`{"Metadata":{}}`, Metadata{}, `no "Addr"`},
-		{`{"Addr":"10.0.0.1:1","Metadata":{"weight":"heavy"}}`, Metadata{}, "metadata of 10.0.0.1:1"},
+		{`{"Addr":"10.0.0.1:1","Metadata":{"weight":"heavy"}}`, Metadata{}, `metadata of "10.0.0.1:1"`},
 		{`{"Addr":"10.0.0.1:1","Metadata":{"weight":-3}}`, Metadata{}, "weight -3 out of range"},
 		{`{"Addr":"10.0.0.1:1","Metadata":{"status":"gone"}}`, Metadata{}, `status "gone"`},
 	} {
@@ -127,6 +134,68 @@ func TestParseKey(t *testing.T) {
 	}
 	if Key("/services/", "user", "a") != "/services/user/a" {
 		t.Errorf("Key = %q", Key("/services/", "user", "a"))
+	}
+}
+
+// TestErrorsQuoteBoundedPrefix: whatever the size of the input an error is
+// built from, the error stays short, quotes a prefix of it with control
+// characters escaped, and says how long it was.
+func TestErrorsQuoteBoundedPrefix(t *testing.T) {
+	huge := strings.Repeat("\x1b[31m", (10<<20)/5) // 10 MiB of escape sequences
+	good := Instance{Service: "user", Addr: "127.0.0.1:8080"}
+	norm := func(mod func(*Instance)) func() error {
+		return func() error {
+			in := good
+			mod(&in)
+			_, err := in.normalize()
+			return err
+		}
+	}
+	value := func(addr, status string) []byte {
+		b, _ := json.Marshal(map[string]any{"Addr": addr, "Metadata": map[string]any{"status": status}})
+		return b
+	}
+	for _, tc := range []struct {
+		name string
+		f    func() error
+	}{
+		{"address", norm(func(in *Instance) { in.Addr = huge })},
+		{"address with port", norm(func(in *Instance) { in.Addr = huge + ":80" })},
+		{"service", norm(func(in *Instance) { in.Service = huge })},
+		{"id", norm(func(in *Instance) { in.ID = huge })},
+		{"status", norm(func(in *Instance) { in.Metadata.Status = Status(huge) })},
+		{"service of a bad address", norm(func(in *Instance) { in.Service, in.Addr = huge, "x" })},
+		{"decoded status", func() error { _, _, err := Decode(value("10.0.0.1:1", huge)); return err }},
+		{"decoded status and address", func() error { _, _, err := Decode(value(huge, huge)); return err }},
+		{"decoded metadata of the wrong type", func() error {
+			_, _, err := Decode([]byte(`{"Addr":"` + strings.Repeat("a", 10<<20) + `","Metadata":{"weight":"` + strings.Repeat("b", 10<<20) + `"}}`))
+			return err
+		}},
+		{"key not under prefix", func() error { _, _, err := ParseKey(huge, huge); return err }},
+		{"key not service/id", func() error { _, _, err := ParseKey("/services", "/services/"+huge); return err }},
+		{"ValidateService", func() error { return ValidateService(huge) }},
+		{"ValidateID", func() error { return ValidateID(huge + "/") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.f()
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			msg := err.Error()
+			if len(msg) > 1024 {
+				t.Fatalf("error of %d bytes: %.200s...", len(msg), msg)
+			}
+			if strings.ContainsAny(msg, "\x1b\x00") {
+				t.Errorf("error holds a raw control character: %q", msg)
+			}
+			// Each quote holds at most 64 bytes of input, 12 sequences of 5.
+			if n := strings.Count(msg, `\x1b[31m`); n > 2*12 {
+				t.Errorf("error quotes %d escape sequences, more than two bounded prefixes: %.300s", n, msg)
+			} else if n > 0 && !strings.Contains(msg, "bytes)") {
+				t.Errorf("error quotes the input without its length: %s", msg)
+			}
+			t.Log(msg)
+		})
 	}
 }
 
