@@ -50,6 +50,12 @@ func NewBuilder(cli *clientv3.Client, opts ...Option) (*Builder, error) {
 		return nil, errors.New("discovery: reset grace must not be negative")
 	case o.updateInterval < 0:
 		return nil, fmt.Errorf("discovery: update interval %s must not be negative", o.updateInterval)
+	case o.maxInstances < 1:
+		return nil, fmt.Errorf("discovery: max instances %d: want at least 1", o.maxInstances)
+	case o.maxValueBytes < 1:
+		return nil, fmt.Errorf("discovery: max value bytes %d: want at least 1", o.maxValueBytes)
+	case o.pageSize < 1:
+		return nil, fmt.Errorf("discovery: page size %d: want at least 1", o.pageSize)
 	}
 	o.prefix = strings.TrimRight(o.prefix, "/")
 	return &Builder{cli: cli, opts: o}, nil

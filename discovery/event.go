@@ -3,6 +3,8 @@ package discovery
 import (
 	"fmt"
 	"time"
+
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
 // EventKind names what happened to a resolver.
@@ -33,6 +35,10 @@ const (
 	// refused the list). The resolver offers the list again after a
 	// backoff, or at the next change.
 	EventRefused
+	// EventLimited: the service has more instances than WithMaxInstances
+	// lets a resolver keep; Changes says how many were left out (by the
+	// list, or by the batch of watched changes the event follows).
+	EventLimited
 )
 
 func (k EventKind) String() string {
@@ -53,6 +59,8 @@ func (k EventKind) String() string {
 		return "stale"
 	case EventRefused:
 		return "refused"
+	case EventLimited:
+		return "limited"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -63,10 +71,10 @@ type Event struct {
 	Kind      EventKind
 	Time      time.Time
 	Service   string
-	Instances int   // instances known after the event, draining and filtered ones included; for EventRefused, those in the refused list
-	Changes   int   // instances added, changed or removed, for EventUpdated
-	Revision  int64 // etcd revision the list is at
-	Key       string
+	Instances int    // instances known after the event, draining and filtered ones included; for EventRefused, those in the refused list
+	Changes   int    // instances added, changed or removed, for EventUpdated; instances left out, for EventLimited
+	Revision  int64  // etcd revision the list is at
+	Key       string // the etcd key concerned, in full; String and the log quote a bounded prefix
 	Err       error
 }
 
@@ -76,7 +84,7 @@ func (e Event) String() string {
 		s += fmt.Sprintf(" changes=%d", e.Changes)
 	}
 	if e.Key != "" {
-		s += " key=" + e.Key
+		s += " key=" + quote.Bounded(e.Key)
 	}
 	if e.Err != nil {
 		s += " err=" + e.Err.Error()

@@ -110,7 +110,7 @@ func TestIncrementalListMatchesRebuild(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				r.put(key(rng.IntN(tc.keys)), v)
+				r.put(key(rng.IntN(tc.keys)), v, 1, true)
 			}
 			// Start from a full list, as a list from etcd does.
 			for range tc.keys * 2 / 3 {
@@ -125,7 +125,7 @@ func TestIncrementalListMatchesRebuild(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					r.put(k, v)
+					r.put(k, v, 1, true)
 				}
 			}
 			for b := range tc.batches {
@@ -152,7 +152,7 @@ func TestIncrementalListMatchesRebuild(t *testing.T) {
 					for i := range tc.keys {
 						if _, ok := r.entries[key(i)]; !ok {
 							v, _ := registry.Encode(addr(i%tc.addrs), registry.Metadata{Weight: 1, Status: registry.StatusDraining, Zone: "a"})
-							r.put(key(i), v)
+							r.put(key(i), v, 1, true)
 							break
 						}
 					}
@@ -192,7 +192,7 @@ func TestInternedValuesArePruned(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !r.put(key(i), v) {
+		if !r.put(key(i), v, 1, true) {
 			t.Fatalf("instance %d: no change", i)
 		}
 	}
@@ -221,7 +221,7 @@ func TestInternedValuesArePruned(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.put(key(99999), v)
+	r.put(key(99999), v, 1, true)
 	f := r.entries[key(99999)]
 	if fmt.Sprintf("%p", f.attr.inst.Metadata.Labels) != fmt.Sprintf("%p", e.attr.inst.Metadata.Labels) {
 		t.Error("a live instance's label set was not shared with a new instance carrying the same labels")

@@ -15,7 +15,20 @@ const (
 	DefaultResetGrace     = registry.DefaultTTL
 	DefaultSnapshotEvery  = time.Second
 	DefaultUpdateInterval = 20 * time.Millisecond
+
+	// DefaultMaxInstances is the most instances a resolver keeps for one
+	// target. Keys beyond it are left out (reported once per list, and
+	// once per batch of watched changes, as EventLimited), never a crash
+	// or an unbounded heap: a client holds about 500 B per instance.
+	DefaultMaxInstances = 100_000
+	// DefaultMaxValueBytes is the largest etcd value a resolver decodes.
+	// A larger one is skipped (EventSkipped, naming its key) without being
+	// parsed: a registrar writes a few hundred bytes per instance.
+	DefaultMaxValueBytes = 64 << 10
 )
+
+// defaultPageSize is how many keys one request of a list reads.
+const defaultPageSize = 1000
 
 // Option configures a Builder.
 type Option interface{ apply(*options) }
@@ -37,6 +50,9 @@ type options struct {
 	snapshotEvery  time.Duration
 	updateInterval time.Duration
 	addresses      bool
+	maxInstances   int
+	maxValueBytes  int
+	pageSize       int
 }
 
 func defaultOptions() options {
@@ -50,6 +66,9 @@ func defaultOptions() options {
 		resetGrace:     DefaultResetGrace,
 		snapshotEvery:  DefaultSnapshotEvery,
 		updateInterval: DefaultUpdateInterval,
+		maxInstances:   DefaultMaxInstances,
+		maxValueBytes:  DefaultMaxValueBytes,
+		pageSize:       defaultPageSize,
 	}
 }
 
@@ -86,7 +105,12 @@ func WithEventHandler(f func(Event)) Option {
 	})
 }
 
-// WithRequestTimeout bounds each etcd list (default 3 s).
+// WithRequestTimeout bounds each etcd request of a resolver (default 3 s).
+// A list is read in pages of a thousand keys, each a request of its own;
+// once etcd has answered the first, a page that runs out of time is read
+// again with twice the time, up to 8 times this bound, and half as many
+// keys, so a large service on a slow etcd is still listed, without
+// starting over.
 func WithRequestTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.requestTimeout = d })
 }
@@ -141,4 +165,27 @@ func WithUpdateInterval(d time.Duration) Option {
 // that share an address.
 func WithAddresses() Option {
 	return optionFunc(func(o *options) { o.addresses = true })
+}
+
+// WithMaxInstances sets the most instances a resolver keeps for its target
+// (default DefaultMaxInstances). A list keeps the first n keys in key
+// order and leaves the others out; a watched registration beyond n is left
+// out too. Either is reported by one EventLimited saying how many were
+// left out. An instance left out comes in when its key is written again
+// while there is room, or at the next full list (after a reconnection to
+// etcd, say).
+func WithMaxInstances(n int) Option {
+	return optionFunc(func(o *options) { o.maxInstances = n })
+}
+
+// WithMaxValueBytes sets the largest etcd value a resolver decodes
+// (default DefaultMaxValueBytes); a larger one is skipped and reported as
+// EventSkipped, naming its key.
+func WithMaxValueBytes(n int) Option {
+	return optionFunc(func(o *options) { o.maxValueBytes = n })
+}
+
+// withPageSize sets how many keys one request of a list reads (tests).
+func withPageSize(n int) Option {
+	return optionFunc(func(o *options) { o.pageSize = n })
 }

@@ -21,7 +21,7 @@ func BenchmarkChangeAt10000(b *testing.B) {
 	md := registry.Metadata{Version: "v1", Zone: "z", Weight: 100, Status: registry.StatusServing, Labels: map[string]string{"a": "b"}}
 	for i := range 10000 {
 		v, _ := registry.Encode(addr(i), md)
-		r.put(registry.Key(registry.DefaultPrefix, "user", addr(i)), v)
+		r.put(registry.Key(registry.DefaultPrefix, "user", addr(i)), v, 1, true)
 	}
 	v1, _ := registry.Encode(addr(5000), registry.Metadata{Weight: 7, Status: registry.StatusServing})
 	v2, _ := registry.Encode(addr(5000), md)
@@ -30,9 +30,9 @@ func BenchmarkChangeAt10000(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		if i%2 == 0 {
-			r.put(key, v1)
+			r.put(key, v1, 1, true)
 		} else {
-			r.put(key, v2)
+			r.put(key, v2, 1, true)
 		}
 		i++
 		r.push()

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/resolver"
 
 	"github.com/lodestar-rpc/lodestar/internal/hostport"
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
@@ -68,6 +69,18 @@ type etcdResolver struct {
 	// internBase is the size of strs and labelSets after their last
 	// pruning (see maybePruneIntern).
 	internBase int
+	// gen numbers the lists: an entry's gen is that of the last list
+	// that saw it.
+	gen uint32
+	// listing is set while a list runs; listSkips counts the values it
+	// skipped.
+	listing   bool
+	listSkips int
+	// leftOut is how many keys the last list left out, beyond
+	// maxInstances, plus the registrations the watch left out since;
+	// limited counts those of the batch of watched changes being applied.
+	leftOut int64
+	limited int
 }
 
 type entry struct {
@@ -83,6 +96,8 @@ type entry struct {
 	// and the id never changes.
 	listed     bool
 	listedAddr string
+	mod        int64  // etcd revision of the value; 0 if from a snapshot file
+	gen        uint32 // the last list that saw the entry
 }
 
 // hookAfterList, when set by a test, runs after each list and before the
@@ -127,16 +142,26 @@ func (r *etcdResolver) watchConnection() {
 		return
 	}
 	state := conn.GetState()
+	// The first connection is no reconnection: nothing was read before
+	// it. A failure seen first may hide a first connection that came
+	// and went between two looks, so any Ready after one counts.
+	before := state == connectivity.Ready
 	for conn.WaitForStateChange(r.ctx, state) {
 		// The state has left the one seen; Ready now means a new
 		// connection, even when it was Ready before (it left and came
 		// back between the two looks).
 		next := conn.GetState()
-		if next == connectivity.Ready {
-			select {
-			case r.reconnected <- struct{}{}:
-			default:
+		switch next {
+		case connectivity.Ready:
+			if before {
+				select {
+				case r.reconnected <- struct{}{}:
+				default:
+				}
 			}
+			before = true
+		case connectivity.TransientFailure, connectivity.Idle:
+			before = true
 		}
 		state = next
 	}
@@ -183,7 +208,7 @@ func (r *etcdResolver) run() {
 				}
 				fails++
 				r.listFailed(err, fails)
-				r.wait(r.backoff(fails))
+				r.wait(r.backoff(fails), false)
 				continue
 			}
 			fails = 0
@@ -205,63 +230,12 @@ func (r *etcdResolver) run() {
 		needList = relist
 		if !relist {
 			fails++
-			r.wait(r.backoff(fails))
+			// A watch etcd cancelled for want of a leader is resumed
+			// as soon as the member answers a linearizable read again
+			// (it has a leader), not a backoff later.
+			needList = r.wait(r.backoff(fails), errors.Is(err, rpctypes.ErrNoLeader))
 		}
 	}
-}
-
-// list reads the whole service at one revision and makes it the list.
-func (r *etcdResolver) list() error {
-	r.lastTry = time.Now()
-	ctx, cancel := context.WithTimeout(r.ctx, r.b.opts.requestTimeout)
-	resp, err := r.b.cli.Get(ctx, r.prefix, clientv3.WithPrefix()) // linearizable: never an old list
-	cancel()
-	if err != nil {
-		return fmt.Errorf("discovery: list %s from etcd: %w", r.prefix, err)
-	}
-	reset := r.cluster != 0 && (resp.Header.ClusterId != r.cluster || resp.Header.Revision < r.rev)
-	seen := make(map[string]bool, len(resp.Kvs))
-	changes := 0
-	for _, kv := range resp.Kvs {
-		key := string(kv.Key)
-		seen[key] = true
-		if r.put(key, kv.Value) {
-			changes++
-		}
-	}
-	keepStale := reset && r.b.opts.resetGrace > 0
-	for key, e := range r.entries {
-		if seen[key] {
-			continue
-		}
-		if keepStale || e.stale && r.grace != nil {
-			if !e.stale {
-				e.stale = true
-				r.stale++
-			}
-			continue
-		}
-		r.remove(key)
-		changes++
-	}
-	r.rev, r.cluster = resp.Header.Revision, resp.Header.ClusterId
-	if reset {
-		r.emit(Event{Kind: EventReset, Err: fmt.Errorf("discovery: etcd came back without its data (cluster %x rev %d); keeping %d unseen instances for %s",
-			resp.Header.ClusterId, resp.Header.Revision, r.stale, r.b.opts.resetGrace)})
-		if keepStale && r.stale > 0 {
-			if r.grace != nil {
-				r.grace.Stop()
-			}
-			r.grace = time.NewTimer(r.b.opts.resetGrace)
-		}
-	}
-	// A list equal to what grpc has (served from the snapshot file, say)
-	// needs no update.
-	if changes > 0 || len(r.dirty) > 0 || !r.pushed || r.refused > 0 {
-		r.push()
-	}
-	r.emit(Event{Kind: EventListed, Changes: changes})
-	return nil
 }
 
 func (r *etcdResolver) listFailed(err error, fails int) {
@@ -354,9 +328,11 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 			heldT = nil
 			flush()
 		case <-r.reconnected:
-			if err := r.checkSameEtcd(false); err != nil {
-				return true, created, err
-			}
+			// etcd may have lost its data while the client was away,
+			// and this watch, resumed by the etcd client from the
+			// revision it had reached, would follow another history
+			// without a word: the list is read again and checked.
+			return true, created, errReconnected
 		case resp, ok := <-wch:
 			if !ok {
 				return false, created, errors.New("discovery: watch channel closed")
@@ -364,6 +340,7 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 			if resp.Created && created.IsZero() {
 				created = time.Now()
 			}
+			r.limited = 0
 			changes, relist, err := r.apply(resp)
 			// Coalesce: apply whatever else is already waiting, then push
 			// once.
@@ -381,6 +358,10 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 				default:
 				}
 				break
+			}
+			if r.limited > 0 {
+				r.emit(Event{Kind: EventLimited, Changes: r.limited, Err: fmt.Errorf("discovery: %d registrations under %s left out: the resolver keeps %d instances (WithMaxInstances)",
+					r.limited, r.prefix, r.b.opts.maxInstances)})
 			}
 			if changes > 0 {
 				r.held += changes
@@ -402,23 +383,19 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 	}
 }
 
+// errReconnected ends a watch when the etcd client has connected again.
+var errReconnected = errors.New("discovery: connected to etcd again; reading the list again")
+
 // checkSameEtcd asks etcd for the service's revision and reports an error if
-// etcd has gone back in time or is another cluster: its data was lost, and
-// the watch, resumed from a revision the new etcd has not reached, would
-// wait silently.
-//
-// When etcd cannot be asked, strict makes that an error too (a re-list
-// settles it); otherwise the watch goes on and the next reconnection asks
-// again.
-func (r *etcdResolver) checkSameEtcd(strict bool) error {
+// etcd has gone back in time or is another cluster, or cannot be asked (a
+// re-list settles it): its data was lost, and the watch, resumed from a
+// revision the new etcd has not reached, would wait silently.
+func (r *etcdResolver) checkSameEtcd() error {
 	ctx, cancel := context.WithTimeout(r.ctx, r.b.opts.requestTimeout)
 	resp, err := r.b.cli.Get(ctx, r.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
 	cancel()
 	if err != nil {
-		if strict {
-			return fmt.Errorf("discovery: etcd behind the list's revision %d, and its revision could not be read: %w", r.rev, err)
-		}
-		return nil
+		return fmt.Errorf("discovery: etcd behind the list's revision %d, and its revision could not be read: %w", r.rev, err)
 	}
 	if resp.Header.ClusterId != r.cluster || resp.Header.Revision < r.rev {
 		return fmt.Errorf("discovery: etcd at revision %d (cluster %x), behind the list's %d (cluster %x)",
@@ -446,7 +423,7 @@ func (r *etcdResolver) apply(resp clientv3.WatchResponse) (changes int, relist b
 			// little behind the one the list was read from. A
 			// linearizable read tells the two apart; a lagging member
 			// catches up and the watch goes on.
-			if err := r.checkSameEtcd(true); err != nil {
+			if err := r.checkSameEtcd(); err != nil {
 				return 0, true, err
 			}
 		}
@@ -456,7 +433,7 @@ func (r *etcdResolver) apply(resp clientv3.WatchResponse) (changes int, relist b
 		key := string(ev.Kv.Key)
 		switch ev.Type {
 		case mvccpb.PUT:
-			if r.put(key, ev.Kv.Value) {
+			if r.put(key, ev.Kv.Value, ev.Kv.ModRevision, true) {
 				changes++
 			}
 		case mvccpb.DELETE:
@@ -472,17 +449,19 @@ func (r *etcdResolver) apply(resp clientv3.WatchResponse) (changes int, relist b
 	return changes, false, nil
 }
 
-// put records the instance at key, returning whether the list changed. A
-// value that does not parse removes the instance it replaces and is
-// reported.
-func (r *etcdResolver) put(key string, value []byte) bool {
+// put records the instance at key, written at revision mod, returning
+// whether the list changed. A value that does not parse removes the
+// instance it replaces and is reported. With limit, a new instance beyond
+// maxInstances is left out (counted in r.limited).
+func (r *etcdResolver) put(key string, value []byte, mod int64, limit bool) bool {
 	inst, err := r.decode(key, value)
 	if err != nil {
-		r.emit(Event{Kind: EventSkipped, Key: key, Err: err})
+		r.skipped(key, err)
 		return r.remove(key)
 	}
 	attr := &instanceAttr{inst: inst}
 	if e, ok := r.entries[key]; ok {
+		e.mod = mod
 		if e.stale {
 			e.stale = false
 			r.stale--
@@ -496,12 +475,29 @@ func (r *etcdResolver) put(key string, value []byte) bool {
 		r.maybePruneIntern()
 		return true
 	}
-	e := &entry{key: key, attr: attr, ep: endpointOf(attr)}
+	if limit && len(r.entries) >= r.b.opts.maxInstances {
+		r.leftOut++
+		r.limited++
+		return false
+	}
+	e := &entry{key: key, attr: attr, ep: endpointOf(attr), mod: mod}
 	r.setDraining(e, inst.Metadata.Status == registry.StatusDraining)
 	r.entries[key] = e
 	r.markDirty(e)
 	r.maybePruneIntern()
 	return true
+}
+
+// skipped reports a value that was skipped; a list reports its first
+// maxSkipEvents one by one and sums up the others at its end.
+func (r *etcdResolver) skipped(key string, err error) {
+	if r.listing {
+		r.listSkips++
+		if r.listSkips > maxSkipEvents {
+			return
+		}
+	}
+	r.emit(Event{Kind: EventSkipped, Key: key, Err: err})
 }
 
 func (r *etcdResolver) setDraining(e *entry, draining bool) {
@@ -719,22 +715,28 @@ func (r *etcdResolver) sortedEntries() []*entry {
 	return slices.SortedFunc(maps.Values(r.entries), compareEntries)
 }
 
+// decode reads the instance at key. Its errors name the key and quote
+// outside input by a bounded prefix only.
 func (r *etcdResolver) decode(key string, value []byte) (registry.Instance, error) {
-	service, id, err := registry.ParseKey(r.b.opts.prefix, key)
-	if err != nil {
-		return registry.Instance{}, err
-	}
-	if service != r.service {
+	id, ok := strings.CutPrefix(key, r.prefix)
+	if !ok {
 		// Only a snapshot file can hold one: the watch is on the
 		// service's prefix.
-		return registry.Instance{}, fmt.Errorf("discovery: key %q is not an instance of %q", key, r.service)
+		return registry.Instance{}, fmt.Errorf("discovery: key %s is not an instance of %q", quote.Bounded(key), r.service)
+	}
+	if id == "" || strings.Contains(id, "/") {
+		return registry.Instance{}, fmt.Errorf("discovery: key %s is not %s<id>", quote.Bounded(key), r.prefix)
+	}
+	if len(value) > r.b.opts.maxValueBytes {
+		return registry.Instance{}, fmt.Errorf("discovery: instance %s: value of %d bytes is over the limit of %d (WithMaxValueBytes)",
+			quote.Bounded(key), len(value), r.b.opts.maxValueBytes)
 	}
 	addr, md, err := registry.Decode(value)
 	if err != nil {
-		return registry.Instance{}, err
+		return registry.Instance{}, fmt.Errorf("discovery: instance %s: %w", quote.Bounded(key), err)
 	}
 	if err := hostport.Syntax(addr); err != nil {
-		return registry.Instance{}, fmt.Errorf("discovery: address %q: %w", addr, err)
+		return registry.Instance{}, fmt.Errorf("discovery: instance %s: address %s: %w", quote.Bounded(key), quote.Bounded(addr), err)
 	}
 	if id == addr {
 		id = addr // share one string
@@ -900,27 +902,6 @@ func (r *etcdResolver) send() {
 	}
 }
 
-// wait waits for d, or until ResolveNow when the last attempt (a list or
-// a watch) began at least five base backoffs ago.
-func (r *etcdResolver) wait(d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		select {
-		case <-r.ctx.Done():
-			return
-		case <-t.C:
-			return
-		case <-r.now:
-			if time.Since(r.lastTry) >= 5*r.b.opts.backoffBase {
-				return
-			}
-		case <-r.retryC():
-			r.retry() // a refused list (from the snapshot file, say) while etcd is away
-		}
-	}
-}
-
 // retryC is the channel of the refused list's retry timer, nil if none.
 func (r *etcdResolver) retryC() <-chan time.Time {
 	if r.retryT == nil {
@@ -947,6 +928,14 @@ func (r *etcdResolver) backoff(n int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
+// boundedKey is key for a log: quoted by a bounded prefix, "" as is.
+func boundedKey(key string) string {
+	if key == "" {
+		return ""
+	}
+	return quote.Bounded(key)
+}
+
 func (r *etcdResolver) emit(ev Event) {
 	ev.Time = time.Now()
 	ev.Service = r.service
@@ -956,11 +945,11 @@ func (r *etcdResolver) emit(ev Event) {
 	}
 	lvl := slog.LevelDebug
 	switch ev.Kind {
-	case EventListFailed, EventWatchBroken, EventReset, EventSkipped, EventStale, EventRefused:
+	case EventListFailed, EventWatchBroken, EventReset, EventSkipped, EventStale, EventRefused, EventLimited:
 		lvl = slog.LevelWarn
 	}
 	r.b.opts.logger.LogAttrs(context.Background(), lvl, "discovery: "+ev.Kind.String(),
 		slog.String("service", ev.Service), slog.Int("instances", ev.Instances), slog.Int64("rev", ev.Revision),
-		slog.String("key", ev.Key), slog.Any("err", ev.Err))
+		slog.String("key", boundedKey(ev.Key)), slog.Any("err", ev.Err))
 	r.b.opts.onEvent(ev)
 }

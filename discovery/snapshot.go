@@ -85,7 +85,7 @@ func (r *etcdResolver) loadSnapshot() bool {
 		return false
 	}
 	for _, el := range f.Instances {
-		r.put(el.Key, el.Value)
+		r.put(el.Key, el.Value, 0, true)
 	}
 	if len(r.entries) == 0 {
 		return false
