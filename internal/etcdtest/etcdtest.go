@@ -4,8 +4,10 @@
 //
 // New starts a cluster and registers a t.Cleanup that stops every member and
 // removes its data. Members keep their client and peer URLs for the life of
-// the cluster, so Stop/Restart simulate a crashed and recovered server, and
-// RestartWiped a server that lost its disk. Members run with a 50 ms
+// the cluster, so Stop/Restart simulate a crashed and recovered server,
+// RestartWiped a server that lost its disk, and RestartEmpty one that lost
+// its disk and kept its configuration (so its cluster id). Members run
+// with a 50 ms
 // heartbeat and a 500 ms election timeout, so a leader is re-elected within
 // about a second.
 //
@@ -650,6 +652,35 @@ func (m *Member) RestartWiped(t testing.TB) {
 	defer cancelStart()
 	if err := m.start(startCtx); err != nil {
 		t.Fatalf("etcdtest: restarting %s wiped: %v", m.name, err)
+	}
+}
+
+// RestartEmpty stops the member of a one-member cluster if it runs, deletes
+// its data and starts it again with its usual configuration (same name,
+// URLs and cluster token), returning once it is ready: the cluster comes
+// back empty with the same cluster id, as a server given a new disk and an
+// unchanged configuration does. Its revisions start again from 1, so
+// writes can take it past the revision a client last saw before the wipe.
+func (m *Member) RestartEmpty(t testing.TB) {
+	t.Helper()
+	if m.c.Size() != 1 {
+		t.Fatalf("etcdtest: RestartEmpty needs a one-member cluster, not %d members", m.c.Size())
+	}
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
+	if err := m.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(m.dir); err != nil {
+		t.Fatalf("etcdtest: %v", err)
+	}
+	m.mu.Lock()
+	m.cfg = m.c.memberConfig(m, "", embedetcd.ClusterStateNew, m.c.token)
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
+	defer cancel()
+	if err := m.start(ctx); err != nil {
+		t.Fatalf("etcdtest: restarting %s empty: %v", m.name, err)
 	}
 }
 

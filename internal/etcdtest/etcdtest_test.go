@@ -208,3 +208,31 @@ func TestProxyTargetForms(t *testing.T) {
 	p.Close()
 	p.Close() // idempotent; cleanup calls it again
 }
+
+// TestRestartEmpty: the member comes back without its data, with the
+// cluster id it had, and its revision starts again.
+func TestRestartEmpty(t *testing.T) {
+	c := New(t)
+	cli := c.Client(t)
+	for i := range 5 {
+		put(t, cli, "k", string(rune('a'+i)))
+	}
+	before, err := cli.Get(ctxTimeout(t, 10*time.Second), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Member(0).RestartEmpty(t)
+	after, err := cli.Get(ctxTimeout(t, 10*time.Second), "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.Kvs) != 0 {
+		t.Errorf("after RestartEmpty k = %q, want no key", after.Kvs[0].Value)
+	}
+	if after.Header.ClusterId != before.Header.ClusterId {
+		t.Errorf("cluster id %x after RestartEmpty, want %x as before", after.Header.ClusterId, before.Header.ClusterId)
+	}
+	if after.Header.Revision >= before.Header.Revision {
+		t.Errorf("revision %d after RestartEmpty, want below %d", after.Header.Revision, before.Header.Revision)
+	}
+}
