@@ -3,6 +3,8 @@ package etcdclient
 import (
 	"fmt"
 	"strings"
+
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
 // checkCredentials refuses to send a password over an endpoint without
@@ -11,11 +13,9 @@ func (cfg Config) checkCredentials(eps []string) error {
 	if cfg.Username == "" || cfg.AllowInsecureAuth {
 		return nil
 	}
-	for _, ep := range eps {
-		if plaintext(ep, cfg.TLS != nil) {
-			return fmt.Errorf("etcdclient: refusing to send the password for user %q over plain %s; use https, or set AllowInsecureAuth (--insecure-auth) for a trusted network",
-				cfg.Username, plainURL(ep))
-		}
+	if plain := PlaintextEndpoints(Config{Endpoints: eps, TLS: cfg.TLS}); len(plain) > 0 {
+		return fmt.Errorf("etcdclient: refusing to send the password for user %s over plain %s; use https, or set AllowInsecureAuth (--insecure-auth) for a trusted network",
+			quote.Bounded(cfg.Username), plain[0])
 	}
 	return nil
 }
@@ -40,4 +40,22 @@ func plainURL(ep string) string {
 		return ep
 	}
 	return "http://" + ep
+}
+
+// PlaintextEndpoints returns the endpoints of cfg (DefaultEndpoint when
+// none) that a client from New reaches without TLS. A program sending a
+// secret in a request (a new user's password) checks it is empty, as New
+// does for cfg's own password.
+func PlaintextEndpoints(cfg Config) []string {
+	eps := cfg.Endpoints
+	if len(eps) == 0 {
+		eps = []string{DefaultEndpoint}
+	}
+	var plain []string
+	for _, ep := range eps {
+		if plaintext(ep, cfg.TLS != nil) {
+			plain = append(plain, plainURL(ep))
+		}
+	}
+	return plain
 }
