@@ -101,7 +101,7 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 	say := func(format string, args ...any) {
 		printMu.Lock()
 		defer printMu.Unlock()
-		fmt.Fprintf(out, time.Now().Format("15:04:05.000")+"  "+format+"\n", args...)
+		fmt.Fprintln(out, time.Now().Format("15:04:05.000")+"  "+text(fmt.Sprintf(format, args...)))
 	}
 	reg, err := registry.New(cli, registry.WithPrefix(g.prefix), registry.WithTTL(o.ttl),
 		registry.WithEventHandler(func(ev registry.Event) { say("registrar  %s", ev) }))
@@ -183,7 +183,9 @@ func gracefulStop(s *grpc.Server, d time.Duration) {
 	}
 }
 
-// watchChanges prints every change under prefix until ctx ends.
+// watchChanges prints every change under prefix until ctx ends. Keys and
+// values are etcd's, written by anyone: they are printed through cell,
+// and say escapes whatever else a line holds.
 func watchChanges(ctx context.Context, cli *clientv3.Client, prefix string, say func(string, ...any)) error {
 	p := strings.TrimRight(prefix, "/") + "/"
 	resp, err := cli.Get(ctx, p, clientv3.WithPrefix(), clientv3.WithCountOnly())
@@ -212,7 +214,7 @@ func watchChanges(ctx context.Context, cli *clientv3.Client, prefix string, say 
 			}
 			for _, ev := range wr.Events {
 				rev = ev.Kv.ModRevision + 1
-				key := string(ev.Kv.Key)
+				key := cell(string(ev.Kv.Key))
 				if ev.Type == mvccpb.DELETE {
 					say("etcd       DELETE %s", key)
 					continue
@@ -222,7 +224,7 @@ func watchChanges(ctx context.Context, cli *clientv3.Client, prefix string, say 
 					say("etcd       PUT %s (unreadable: %v)", key, err)
 					continue
 				}
-				say("etcd       PUT %s addr=%s status=%s weight=%d zone=%s", key, addr, md.Status, md.Weight, md.Zone)
+				say("etcd       PUT %s addr=%s status=%s weight=%d zone=%s", key, cell(addr), cell(string(md.Status)), md.Weight, cell(md.Zone))
 			}
 		}
 		t := time.NewTimer(500 * time.Millisecond) // do not spin while etcd is away

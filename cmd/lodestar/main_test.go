@@ -107,7 +107,7 @@ func TestDevRegistersInstancesAndStops(t *testing.T) {
 	out := newSyncBuffer()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	err := run(ctx, []string{"dev", "--client-url", u[0], "--peer-url", u[1], "--instances", "2", "--duration", "2s"}, out, out)
+	err := run(ctx, []string{"dev", "--client-url", u[0], "--peer-url", u[1], "--instances", "2", "--duration", "2s"}, nil, out, out)
 	if err != nil {
 		t.Fatalf("dev: %v\n%s", err, out)
 	}
@@ -131,13 +131,13 @@ func TestEtcdCommandRunsMemberUntilInterrupted(t *testing.T) {
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"etcd", "--name", "n1", "--data-dir", dir, "--client-url", u[0], "--peer-url", u[1],
-			"--initial-cluster", "n1=" + u[1]}, out, out)
+			"--initial-cluster", "n1=" + u[1]}, nil, out, out)
 	}()
 	out.waitFor(t, "etcd member n1 ready", time.Minute)
 
 	// It serves: list through it.
 	lout := newSyncBuffer()
-	if err := run(ctx, []string{"list", "--endpoints", u[0]}, lout, lout); err != nil {
+	if err := run(ctx, []string{"list", "--endpoints", u[0]}, nil, lout, lout); err != nil {
 		t.Fatalf("list: %v", err)
 	}
 	if !strings.Contains(lout.String(), "nothing registered") {
@@ -172,13 +172,13 @@ func TestEtcdCommandStartsThreeMemberCluster(t *testing.T) {
 		outs[i] = newSyncBuffer()
 		args := []string{"etcd", "--name", n, "--data-dir", filepath.Join(dir, n),
 			"--client-url", u[2*i], "--peer-url", u[2*i+1], "--initial-cluster", strings.Join(initial, ",")}
-		go func() { done <- run(ctx, args, outs[i], outs[i]) }()
+		go func() { done <- run(ctx, args, nil, outs[i], outs[i]) }()
 	}
 	for i, n := range names {
 		outs[i].waitFor(t, "etcd member "+n+" ready", time.Minute)
 	}
 	lout := newSyncBuffer()
-	if err := run(ctx, []string{"list", "--endpoints", u[0] + "," + u[2] + "," + u[4]}, lout, lout); err != nil {
+	if err := run(ctx, []string{"list", "--endpoints", u[0] + "," + u[2] + "," + u[4]}, nil, lout, lout); err != nil {
 		t.Fatalf("list through the cluster: %v", err)
 	}
 	cancel()
@@ -210,7 +210,7 @@ func TestListShowsInstancesAndUnreadableValues(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := newSyncBuffer()
-	if err := run(ctx, []string{"list", "--endpoints", strings.Join(c.Endpoints(), ","), "user"}, out, out); err != nil {
+	if err := run(ctx, []string{"list", "--endpoints", strings.Join(c.Endpoints(), ","), "user"}, nil, out, out); err != nil {
 		t.Fatal(err)
 	}
 	s := out.String()
@@ -236,11 +236,11 @@ func TestBadInputGetsOneLineReason(t *testing.T) {
 		{[]string{"dev", "--ttl", "soon"}, `invalid argument "soon"`},
 		{[]string{"nosuch"}, `unknown command "nosuch"`},
 		{[]string{"list", "--endpoints", "ftp://127.0.0.1:1"}, `scheme "ftp"`},
-		{[]string{"list", "--endpoints", "http://127.0.0.1:1", "--timeout", "300ms"}, "read /services/ from etcd http://127.0.0.1:1"},
+		{[]string{"list", "--endpoints", "http://127.0.0.1:1", "--timeout", "300ms"}, "read /services/ from etcd http://127.0.0.1:1: context deadline exceeded (etcdclient: no endpoint answers: http://127.0.0.1:1: dial tcp 127.0.0.1:1: connect: connection refused)"},
 		{[]string{"etcd", "--client-url", "http://127.0.0.1", "--start-timeout", "5s"}, "no valid port"},
 	} {
 		var out bytes.Buffer
-		err := run(ctx, tc.args, &out, &out)
+		err := run(ctx, tc.args, nil, &out, &out)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("lodestar %s: %v, want one line containing %q", strings.Join(tc.args, " "), err, tc.want)
 		}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/internal/embedetcd"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
 	"github.com/lodestar-rpc/lodestar/registry"
@@ -21,7 +23,7 @@ func TestCertAndAuthCommands(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	out := newSyncBuffer()
-	if err := run(ctx, []string{"cert", "--dir", dir, "--services", "user,etcd", "--clients", "order"}, out, out); err != nil {
+	if err := run(ctx, []string{"cert", "--dir", dir, "--services", "user,etcd", "--clients", "order"}, nil, out, out); err != nil {
 		t.Fatal(err)
 	}
 	f := func(n string) string { return filepath.Join(dir, n) }
@@ -36,7 +38,7 @@ func TestCertAndAuthCommands(t *testing.T) {
 	}
 	cc.Close()
 	for _, bad := range [][]string{{"cert", "--dir", dir}, {"cert", "--dir", dir, "--services", "a/b"}, {"cert", "--dir", dir, "--clients", "x", "--validity", "-1h"}} {
-		if err := run(ctx, bad, out, out); err == nil {
+		if err := run(ctx, bad, nil, out, out); err == nil {
 			t.Errorf("%v accepted", bad)
 		}
 	}
@@ -51,22 +53,36 @@ func TestCertAndAuthCommands(t *testing.T) {
 	c := etcdtest.New(t, etcdtest.ClientTLS(embedetcd.ClientTLS{CertFile: f("etcd.pem"), KeyFile: f("etcd-key.pem"), TrustedCAFile: f("ca.pem"), ClientCertAuth: true}, cfg.TLS))
 	eps := []string{"--endpoints", strings.Join(c.Endpoints(), ",")}
 	cmd := func(args ...string) error {
-		return run(ctx, append(append(args, eps...), tlsArgs...), out, out)
+		return run(ctx, append(append(args, eps...), tlsArgs...), nil, out, out)
 	}
-	if err := cmd("auth", "enable", "--root-password", "rootpw"); err != nil {
+	pwFile := func(name, pw string) string {
+		p := filepath.Join(t.TempDir(), name)
+		if err := os.WriteFile(p, []byte(pw+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	rootFile := pwFile("root", "rootpw")
+	if err := cmd("auth", "enable", "--root-password-file", rootFile); err != nil {
 		t.Fatal(err)
 	}
-	root := []string{"--etcd-user", "root", "--etcd-password", "rootpw"}
-	if err := cmd(append([]string{"auth", "registrar", "--service", "user", "--user", "u", "--password", "upw"}, root...)...); err != nil {
+	// The new user's password from the environment, root's from a file.
+	t.Setenv("LODESTAR_USER_PASSWORD", "upw")
+	root := []string{"--etcd-user", "root", "--etcd-password-file", rootFile}
+	if err := cmd(append([]string{"auth", "registrar", "--service", "user", "--user", "u"}, root...)...); err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd(append([]string{"auth", "reader", "--user", "r", "--password", "rpw"}, root...)...); err != nil {
+	t.Setenv("LODESTAR_USER_PASSWORD", "")
+	// The new user's password from stdin, root's from the environment.
+	t.Setenv("LODESTAR_ETCD_PASSWORD", "rootpw")
+	if err := run(ctx, append([]string{"auth", "reader", "--user", "r", "--password-stdin", "--etcd-user", "root", "--endpoints", strings.Join(c.Endpoints(), ",")}, tlsArgs...),
+		strings.NewReader("rpw\n"), out, out); err != nil {
 		t.Fatal(err)
 	}
+	t.Setenv("LODESTAR_ETCD_PASSWORD", "")
 	// The registrar user registers its service, and only it.
 	val, _ := registry.Encode("127.0.0.1:7001", registry.Metadata{Version: "v9"})
-	g.etcdUser, g.etcdPassword, g.endpoints = "u", "upw", c.Endpoints()
-	ucli, err := g.etcdClient()
+	ucli, err := etcdclient.New(etcdclient.Config{Endpoints: c.Endpoints(), TLS: cfg.TLS, Username: "u", Password: "upw"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,13 +94,13 @@ func TestCertAndAuthCommands(t *testing.T) {
 		t.Fatalf("registrar user wrote another service: %v", err)
 	}
 	out = newSyncBuffer()
-	if err := cmd("list", "user", "--etcd-user", "r", "--etcd-password", "rpw"); err != nil {
+	if err := cmd("list", "user", "--etcd-user", "r", "--etcd-password-file", pwFile("r", "rpw")); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.Contains(out.String(), "v9") {
 		t.Errorf("list as the reader:\n%s", out.String())
 	}
-	err = cmd("list", "--etcd-user", "r", "--etcd-password", "wrong")
+	err = cmd("list", "--etcd-user", "r", "--etcd-password-file", pwFile("wrong", "wrong"))
 	if err == nil || !strings.Contains(err.Error(), "authentication failed") {
 		t.Errorf("wrong password: %v", err)
 	}

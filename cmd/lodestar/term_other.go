@@ -1,0 +1,16 @@
+//go:build !(linux || darwin || freebsd || netbsd || openbsd || dragonfly)
+
+package main
+
+import (
+	"errors"
+	"os"
+)
+
+// isTerminal reports false: no prompt on this system; passwords come
+// from a file, stdin or the environment.
+func isTerminal(*os.File) bool { return false }
+
+func readNoEcho(*os.File) (string, error) {
+	return "", errors.New("no password prompt on this system")
+}
