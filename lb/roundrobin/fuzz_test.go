@@ -1,0 +1,101 @@
+package roundrobin_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/balancer"
+
+	"github.com/lodestar-rpc/lodestar/lb"
+	"github.com/lodestar-rpc/lodestar/lb/roundrobin"
+)
+
+// FuzzParseConfig feeds the policy's config parser, as grpc calls it with
+// a service config's JSON, valid, nested and broken configs. It never
+// panics, every error names the policy, and a config it accepts, decoded
+// into Config and marshalled again, parses to an equal configuration.
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		``, `{}`, `null`,
+		`{"outlierEjection":{"consecutiveFailures":3,"baseEjectionTime":"1s"}}`,
+		`{"outlierEjection":{"disabled":true}}`,
+		`{"outlierEjection":{"maxEjectionPercent":100,"failureRate":1,"failureRateMinCalls":1,"maxEjectionTime":"2562047h47m16.854775807s"}}`,
+		`{"outlierEjection":null}`,
+		`{"outlierEjection":{"maxEjectionPercent":101}}`,
+		`{"outlierEjection":{"baseEjectionTime":"1m","maxEjectionTime":"1s"}}`,
+		`{"outlierEjection":{"baseEjectionTime":5}}`,
+		`{"outlierEjection":{"after":3}}`,
+		`{"outlierEjection":{},"outlierEjection":{"disabled":true}}`,
+		`{"OutlierEjection":{}}`,
+		`{"weights":[1]}`,
+		`[]`, `{`, `"x"`, `1`, "\xff", `{"outlierEjection":[]}`,
+	} {
+		f.Add(s)
+	}
+	p := balancer.Get(roundrobin.Name).(balancer.ConfigParser)
+	f.Fuzz(func(t *testing.T, js string) {
+		got, err := p.ParseConfig(json.RawMessage(js))
+		if err != nil {
+			if !strings.Contains(err.Error(), roundrobin.Name) {
+				t.Fatalf("config %q: error %q does not name %s", js, err, roundrobin.Name)
+			}
+			return
+		}
+		again := reencode(t, js)
+		got2, err := p.ParseConfig(again)
+		if err != nil {
+			t.Fatalf("config %q accepted, but its re-encoding %s is refused: %v", js, again, err)
+		}
+		if !reflect.DeepEqual(got, got2) {
+			t.Fatalf("config %q and its re-encoding %s parse differently", js, again)
+		}
+	})
+}
+
+// reencode decodes a config the parser accepted as the parser does (the
+// outlierEjection field apart, the rest into Config) and marshals it.
+func reencode(t *testing.T, js string) []byte {
+	t.Helper()
+	out := map[string]json.RawMessage{}
+	rest := []byte(js)
+	var top map[string]json.RawMessage
+	if json.Unmarshal(rest, &top) == nil {
+		if raw, ok := top[lb.EjectionField]; ok {
+			var ej lb.OutlierEjection
+			decodeStrict(t, raw, &ej)
+			out[lb.EjectionField] = marshal(t, ej)
+			delete(top, lb.EjectionField)
+			rest = marshal(t, top)
+		}
+	}
+	var cfg roundrobin.Config
+	decodeStrict(t, rest, &cfg)
+	if err := json.Unmarshal(marshal(t, cfg), &out); err != nil {
+		t.Fatal(err)
+	}
+	return marshal(t, out)
+}
+
+func decodeStrict(t *testing.T, js []byte, v any) {
+	t.Helper()
+	if s := bytes.TrimSpace(js); len(s) == 0 || string(s) == "null" {
+		return
+	}
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		t.Fatalf("accepted config %q does not decode into %T: %v", js, v, err)
+	}
+}
+
+func marshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -1,0 +1,95 @@
+package wrr_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/balancer"
+
+	"github.com/lodestar-rpc/lodestar/lb"
+	"github.com/lodestar-rpc/lodestar/lb/wrr"
+)
+
+// FuzzParseConfig feeds the policy's config parser, as grpc calls it with
+// a service config's JSON, valid, nested and broken configs. It never
+// panics, every error names the policy, and a config it accepts, decoded
+// into Config and marshalled again, parses to an equal configuration.
+func FuzzParseConfig(f *testing.F) {
+	for _, s := range []string{
+		``, `{}`, `null`,
+		`{"outlierEjection":{"consecutiveFailures":3,"baseEjectionTime":"1s"}}`,
+		`{"outlierEjection":{"disabled":true}}`,
+		`{"outlierEjection":{"failureRate":0.25,"failureRateMinCalls":10}}`,
+		`{"outlierEjection":{"failureRate":1.5}}`,
+		`{"weights":[1]}`,
+		`[]`, `{`, `"x"`, `1`, "\xff", `{"outlierEjection":"on"}`,
+	} {
+		f.Add(s)
+	}
+	p := balancer.Get(wrr.Name).(balancer.ConfigParser)
+	f.Fuzz(func(t *testing.T, js string) {
+		got, err := p.ParseConfig(json.RawMessage(js))
+		if err != nil {
+			if !strings.Contains(err.Error(), wrr.Name) {
+				t.Fatalf("config %q: error %q does not name %s", js, err, wrr.Name)
+			}
+			return
+		}
+		again := reencode(t, js)
+		got2, err := p.ParseConfig(again)
+		if err != nil {
+			t.Fatalf("config %q accepted, but its re-encoding %s is refused: %v", js, again, err)
+		}
+		if !reflect.DeepEqual(got, got2) {
+			t.Fatalf("config %q and its re-encoding %s parse differently", js, again)
+		}
+	})
+}
+
+// reencode decodes a config the parser accepted as the parser does (the
+// outlierEjection field apart, the rest into Config) and marshals it.
+func reencode(t *testing.T, js string) []byte {
+	t.Helper()
+	out := map[string]json.RawMessage{}
+	rest := []byte(js)
+	var top map[string]json.RawMessage
+	if json.Unmarshal(rest, &top) == nil {
+		if raw, ok := top[lb.EjectionField]; ok {
+			var ej lb.OutlierEjection
+			decodeStrict(t, raw, &ej)
+			out[lb.EjectionField] = marshal(t, ej)
+			delete(top, lb.EjectionField)
+			rest = marshal(t, top)
+		}
+	}
+	var cfg wrr.Config
+	decodeStrict(t, rest, &cfg)
+	if err := json.Unmarshal(marshal(t, cfg), &out); err != nil {
+		t.Fatal(err)
+	}
+	return marshal(t, out)
+}
+
+func decodeStrict(t *testing.T, js []byte, v any) {
+	t.Helper()
+	if s := bytes.TrimSpace(js); len(s) == 0 || string(s) == "null" {
+		return
+	}
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		t.Fatalf("accepted config %q does not decode into %T: %v", js, v, err)
+	}
+}
+
+func marshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
