@@ -18,6 +18,26 @@ import (
 	"github.com/lodestar-rpc/lodestar/security"
 )
 
+// Connection limits of NewServer's grpc server. grpc's own defaults let
+// one connection run any number of calls at once, give a connection 120 s
+// to finish its handshake and keep an idle connection for ever. A
+// grpc.MaxConcurrentStreams, grpc.ConnectionTimeout or grpc.KeepaliveParams
+// passed with WithServerOptions replaces the matching default (a
+// KeepaliveParams as a whole: its zero MaxConnectionIdle means never).
+const (
+	// DefaultMaxConcurrentStreams is how many calls one client connection
+	// may run at once; a client's further calls wait for one to end (grpc
+	// clients queue them, they do not fail).
+	DefaultMaxConcurrentStreams = 1000
+	// DefaultConnectionTimeout bounds a new connection's TLS handshake and
+	// HTTP/2 preface: a connection silent for that long is closed.
+	DefaultConnectionTimeout = 10 * time.Second
+	// DefaultMaxConnectionIdle is how long a connection with no call (not
+	// even a health watch) stays open; then the server sends GOAWAY and
+	// the client reconnects when it needs to, without failing a call.
+	DefaultMaxConnectionIdle = 5 * time.Minute
+)
+
 // Option configures NewServer and Dial. Options that only one of them uses
 // are ignored by the other.
 type Option interface{ apply(*config) }
@@ -63,6 +83,10 @@ type config struct {
 	loggerSet  bool // WithLogger was given
 	tls        *security.Config
 	authz      security.Authorizer
+
+	maxStreams  uint32
+	connTimeout time.Duration
+	maxIdle     time.Duration
 }
 
 func defaultConfig() config {
@@ -78,6 +102,10 @@ func defaultConfig() config {
 		autoIdem:    true,
 		maxAttempts: 4,
 		healthCheck: true,
+
+		maxStreams:  DefaultMaxConcurrentStreams,
+		connTimeout: DefaultConnectionTimeout,
+		maxIdle:     DefaultMaxConnectionIdle,
 	}
 }
 
@@ -158,7 +186,9 @@ func WithStopTimeout(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.stopTimeout = d })
 }
 
-// WithServerOptions adds grpc server options (server).
+// WithServerOptions adds grpc server options (server). They apply after
+// NewServer's own, so one setting what NewServer sets (connection limits,
+// credentials, an UnknownServiceHandler) wins.
 func WithServerOptions(opts ...grpc.ServerOption) Option {
 	return optionFunc(func(c *config) { c.serverOpts = append(c.serverOpts, opts...) })
 }

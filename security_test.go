@@ -89,3 +89,43 @@ func TestMutualTLSThroughServerAndDial(t *testing.T) {
 		t.Errorf("missing CA file: %v", err)
 	}
 }
+
+// A client authenticated by its certificate but not authorised gets
+// PERMISSION_DENIED for every method, whether the server has it or not,
+// so it cannot learn which methods exist by trying names; an authorised
+// client still learns that a method does not exist.
+func TestUnknownMethodsAuthorisedFirst(t *testing.T) {
+	c := etcdtest.New(t)
+	dir := devPKI(t, "order", "billing")
+	allow, err := security.Allow(map[string][]string{"/lodestar.examples.greeter.Greeter/*": {"order"}, "/lodestar.examples.Nope/*": {"order"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	startInstance(t, c.Endpoints(), lodestar.WithTLS(tlsFor(dir, "user")), lodestar.WithAuthorization(allow))
+	order := dial(t, c.Endpoints(), lodestar.WithTLS(tlsFor(dir, "order")))
+	billing := dial(t, c.Endpoints(), lodestar.WithTLS(tlsFor(dir, "billing")))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	call := func(conn *lodestar.Conn, method string) error {
+		return conn.Invoke(ctx, method, &greeterpb.HelloRequest{Name: "x"}, &greeterpb.HelloResponse{})
+	}
+	for _, m := range []string{
+		"/lodestar.examples.greeter.Greeter/SayHello", // known
+		"/lodestar.examples.greeter.Greeter/Nope",     // unknown method of a known service
+		"/lodestar.examples.Nope/SayHello",            // unknown service
+		"/lodestar.examples.user.UserService/GetUser", // known, no rule
+	} {
+		if err := call(billing, m); status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `"billing" may not call "`+m+`"`) {
+			t.Errorf("unauthorised client, %s: %v, want PermissionDenied naming the caller", m, err)
+		}
+	}
+	if err := call(order, "/lodestar.examples.greeter.Greeter/Nope"); status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), `unknown method "Nope" of service "lodestar.examples.greeter.Greeter"`) {
+		t.Errorf("authorised client, unknown method: %v, want Unimplemented naming it", err)
+	}
+	if err := call(order, "/lodestar.examples.Nope/SayHello"); status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), `unknown service "lodestar.examples.Nope"`) {
+		t.Errorf("authorised client, unknown service: %v, want Unimplemented naming it", err)
+	}
+	if err := call(order, "/lodestar.examples.greeter.Greeter/SayHello"); err != nil {
+		t.Errorf("authorised client, known method: %v", err)
+	}
+}

@@ -72,6 +72,12 @@ var _ grpc.ServiceRegistrar = (*Server)(nil)
 // NewServer returns a server for the service name (as clients dial it:
 // "lodestar:///<name>"). Zero options give a server on a free loopback
 // port registered in a local etcd (etcdclient.DefaultEndpoint).
+//
+// Its connections are limited (DefaultMaxConcurrentStreams,
+// DefaultConnectionTimeout, DefaultMaxConnectionIdle) unless
+// WithServerOptions says otherwise. With WithAuthorization, a call of a
+// method the server does not have is authorised like any other before it
+// is answered UNIMPLEMENTED, so methods cannot be found out by trying.
 func NewServer(name string, opts ...Option) (*Server, error) {
 	if err := registry.ValidateService(name); err != nil {
 		return nil, err
@@ -149,13 +155,28 @@ func NewServer(name string, opts ...Option) (*Server, error) {
 		return nil, err
 	}
 	s.reg = reg
-	sopts := append([]grpc.ServerOption{
+	sopts := []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary...),
 		grpc.ChainStreamInterceptor(stream...),
-		// Let clients ping idle connections (Dial does every 30 s), so a
-		// dead server is noticed without a call failing first.
+		// Let clients ping often, idle connections included (WithKeepalive),
+		// so that they may notice a dead server without a call failing.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	}, append(creds, cfg.serverOpts...)...)
+		grpc.MaxConcurrentStreams(cfg.maxStreams),
+		grpc.ConnectionTimeout(cfg.connTimeout),
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: cfg.maxIdle}),
+	}
+	if cfg.authz != nil {
+		// grpc runs no interceptor for a method it does not have, and
+		// answers UNIMPLEMENTED to anyone: a caller could list the methods
+		// by trying names. As a handler, the answer passes authorization
+		// first.
+		sopts = append(sopts, grpc.UnknownServiceHandler(security.UnknownMethodHandler(func() map[string]grpc.ServiceInfo {
+			return s.grpc.GetServiceInfo()
+		})))
+	}
+	// The caller's options last: grpc applies options in order, so theirs
+	// replace the defaults above.
+	sopts = append(append(sopts, creds...), cfg.serverOpts...)
 	s.grpc = grpc.NewServer(sopts...)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)

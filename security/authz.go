@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
 // Identity is a peer's verified certificate identity.
@@ -97,14 +99,14 @@ func Allow(rules map[string][]string) (Authorizer, error) {
 		if who == "" {
 			who = id.Subject
 		}
-		return status.Errorf(codes.PermissionDenied, "security: %q may not call %s", who, method)
+		return status.Errorf(codes.PermissionDenied, "security: %s may not call %s", quote.Bounded(who), quote.Bounded(method))
 	}, nil
 }
 
 func authorize(ctx context.Context, a Authorizer, method string) error {
 	id, ok := PeerIdentity(ctx)
 	if !ok {
-		return status.Errorf(codes.Unauthenticated, "security: %s needs a verified client certificate", method)
+		return status.Errorf(codes.Unauthenticated, "security: %s needs a verified client certificate", quote.Bounded(method))
 	}
 	if err := a(ctx, method, id); err != nil {
 		if _, ok := status.FromError(err); ok {

@@ -69,7 +69,7 @@ func TestAuthorizationByIdentity(t *testing.T) {
 		t.Fatalf("order: %v, %v", r, err)
 	}
 	_, err = hello("billing")
-	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `"billing" may not call /lodestar.examples.greeter.Greeter/SayHello`) {
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), `"billing" may not call "/lodestar.examples.greeter.Greeter/SayHello"`) {
 		t.Fatalf("billing: %v", err)
 	}
 	if _, err := security.Allow(map[string][]string{"SayHello": {"x"}}); err == nil {
