@@ -97,12 +97,7 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 	}
 	defer cli.Close()
 
-	var printMu sync.Mutex
-	say := func(format string, args ...any) {
-		printMu.Lock()
-		defer printMu.Unlock()
-		fmt.Fprintln(out, time.Now().Format("15:04:05.000")+"  "+text(fmt.Sprintf(format, args...)))
-	}
+	say := logTo(out)
 	reg, err := registry.New(cli, registry.WithPrefix(g.prefix), registry.WithTTL(o.ttl),
 		registry.WithEventHandler(func(ev registry.Event) { say("registrar  %s", ev) }))
 	if err != nil {
@@ -164,6 +159,19 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 	err = watchChanges(ctx, cli, g.prefix, say)
 	fmt.Fprintln(out, "stopping: deregistering instances, stopping servers and etcd")
 	return err
+}
+
+// logTo returns a function printing one time-stamped line to out per
+// call, safe for concurrent use. A line is escaped (text): it may hold
+// keys, values and errors read from etcd.
+func logTo(out io.Writer) func(format string, args ...any) {
+	var mu sync.Mutex
+	return func(format string, args ...any) {
+		line := time.Now().Format("15:04:05.000") + "  " + text(fmt.Sprintf(format, args...))
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintln(out, line)
+	}
 }
 
 // gracefulStop stops s, letting calls in flight finish for at most d.
