@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -233,7 +234,7 @@ func (r *etcdResolver) run() {
 			// A watch etcd cancelled for want of a leader is resumed
 			// as soon as the member answers a linearizable read again
 			// (it has a leader), not a backoff later.
-			needList = r.wait(r.backoff(fails), errors.Is(err, rpctypes.ErrNoLeader))
+			needList = r.wait(r.backoff(fails), errors.Is(err, rpctypes.ErrNoLeader) || errors.Is(err, errWatchClosed))
 		}
 	}
 }
@@ -335,7 +336,7 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 			return true, created, errReconnected
 		case resp, ok := <-wch:
 			if !ok {
-				return false, created, errors.New("discovery: watch channel closed")
+				return false, created, errWatchClosed
 			}
 			if resp.Created && created.IsZero() {
 				created = time.Now()
@@ -348,7 +349,7 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 				select {
 				case more, ok := <-wch:
 					if !ok {
-						err = errors.New("discovery: watch channel closed")
+						err = errWatchClosed
 						break
 					}
 					var n int
@@ -382,6 +383,9 @@ func (r *etcdResolver) watch() (relist bool, created time.Time, err error) {
 		}
 	}
 }
+
+// errWatchClosed ends a watch whose channel the etcd client closed.
+var errWatchClosed = errors.New("discovery: watch channel closed")
 
 // errReconnected ends a watch when the etcd client has connected again.
 var errReconnected = errors.New("discovery: connected to etcd again; reading the list again")
@@ -928,10 +932,12 @@ func (r *etcdResolver) backoff(n int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// boundedKey is key for a log: quoted by a bounded prefix, "" as is.
+// boundedKey is key for a log: as it is when short and printable (the
+// log's handler quotes it as it needs), otherwise quoted by a bounded
+// prefix.
 func boundedKey(key string) string {
-	if key == "" {
-		return ""
+	if len(key) <= quote.MaxPrefix && strconv.CanBackquote(key) {
+		return key
 	}
 	return quote.Bounded(key)
 }
