@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/lodestar-rpc/lodestar/internal/atomicfile"
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
 // CA is a certificate authority.
@@ -62,6 +63,54 @@ func NewCA(name string, validity time.Duration) (*CA, error) {
 		return nil, err
 	}
 	return &CA{Cert: cert, Key: key, CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), KeyPEM: keyPEM}, nil
+}
+
+// LoadCA returns the CA whose certificate and key are certPEM and keyPEM
+// (as NewCA makes them, or any CA certificate with a PKCS#8, EC or
+// PKCS#1 key). It refuses a certificate that is not a CA's, has expired,
+// or does not match the key.
+func LoadCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	if cb == nil || cb.Type != "CERTIFICATE" {
+		return nil, errors.New("devcert: CA certificate: no PEM CERTIFICATE block")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("devcert: CA certificate: %w", err)
+	}
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, fmt.Errorf("devcert: certificate of %s is not a CA's (it cannot sign certificates)", quote.Bounded(cert.Subject.CommonName))
+	}
+	if now := time.Now(); now.After(cert.NotAfter) {
+		return nil, fmt.Errorf("devcert: CA %s expired at %s", quote.Bounded(cert.Subject.CommonName), cert.NotAfter.Format(time.RFC3339))
+	}
+	kb, _ := pem.Decode(keyPEM)
+	if kb == nil {
+		return nil, errors.New("devcert: CA key: no PEM block")
+	}
+	var key any
+	switch kb.Type {
+	case "PRIVATE KEY":
+		key, err = x509.ParsePKCS8PrivateKey(kb.Bytes)
+	case "EC PRIVATE KEY":
+		key, err = x509.ParseECPrivateKey(kb.Bytes)
+	case "RSA PRIVATE KEY":
+		key, err = x509.ParsePKCS1PrivateKey(kb.Bytes)
+	default:
+		return nil, fmt.Errorf("devcert: CA key: PEM block %s is not a private key", quote.Bounded(kb.Type))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("devcert: CA key: %w", err)
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("devcert: CA key: %T cannot sign", key)
+	}
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(cert.PublicKey) {
+		return nil, fmt.Errorf("devcert: the key does not match the certificate of CA %s", quote.Bounded(cert.Subject.CommonName))
+	}
+	return &CA{Cert: cert, Key: signer, CertPEM: certPEM, KeyPEM: keyPEM}, nil
 }
 
 // Request describes a certificate to issue.
