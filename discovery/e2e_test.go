@@ -170,16 +170,16 @@ func TestDialFollowsRegistrations(t *testing.T) {
 	register(t, reg, srv[0])
 	register(t, reg, srv[1])
 	conn, _ := dial(t, cli, "user")
-	callUntil(t, conn, 10*time.Second, srv[0], srv[1])
+	callUntil(t, conn, 30*time.Second, srv[0], srv[1])
 
 	register(t, reg, srv[2])
-	callUntil(t, conn, 10*time.Second, srv[2])
+	callUntil(t, conn, 30*time.Second, srv[2])
 
 	if err := reg.Deregister(context.Background(), "user", srv[0].Addr); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until calls stop reaching srv[0]: 50 calls in a row elsewhere.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for streak := 0; streak < 50; {
 		if time.Now().After(deadline) {
 			t.Fatal("a deregistered instance kept receiving calls")
@@ -224,7 +224,7 @@ func TestEtcdOutageZeroFailedCalls(t *testing.T) {
 		register(t, reg, s)
 	}
 	conn, _ := dial(t, cli, "user")
-	callUntil(t, conn, 10*time.Second, srv[0], srv[1], srv[2])
+	callUntil(t, conn, 30*time.Second, srv[0], srv[1], srv[2])
 	l := startLoad(conn)
 
 	m := c.Member(0)
@@ -257,7 +257,7 @@ func TestEtcdOutageZeroFailedCalls(t *testing.T) {
 	}
 	callUntil(t, conn, 15*time.Second, srv[3])
 	// Drained: 100 calls in a row miss srv[0].
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for streak := 0; streak < 100; {
 		if time.Now().After(deadline) {
 			t.Fatal("drained instance kept receiving new calls")
@@ -290,7 +290,7 @@ func TestEtcdWipedZeroFailedCalls(t *testing.T) {
 		register(t, reg, s)
 	}
 	conn, log := dial(t, cli, "user")
-	callUntil(t, conn, 10*time.Second, srv...)
+	callUntil(t, conn, 30*time.Second, srv...)
 	l := startLoad(conn)
 	c.Member(0).RestartWiped(t)
 	// Until the registrar has put both back, and the resolver seen it.
@@ -307,7 +307,7 @@ func TestEtcdWipedZeroFailedCalls(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	callUntil(t, conn, 10*time.Second, srv...)
+	callUntil(t, conn, 30*time.Second, srv...)
 	calls, failed := l.stop()
 	t.Logf("etcd wiped: %d calls, %d failed", calls, failed)
 	if failed != 0 {
@@ -345,7 +345,7 @@ func TestIdleConnectionReleasesWatch(t *testing.T) {
 	}
 	defer conn.Close()
 	for range 3 {
-		callUntil(t, conn, 10*time.Second, srv)
+		callUntil(t, conn, 30*time.Second, srv)
 		waitWatchers(t, base+1) // the resolver's watch
 		// Wait for the channel to go idle (its resolver closed).
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -58,7 +58,7 @@ func TestRefusedListIsOfferedAgain(t *testing.T) {
 	register(t, newRegistrar(t, cli), srv)
 
 	conn, log := dialPolicy(t, cli, "user", refuseFirst, discovery.WithBackoff(20*time.Millisecond, 200*time.Millisecond))
-	callUntil(t, conn, 10*time.Second, srv)
+	callUntil(t, conn, 30*time.Second, srv)
 
 	log.mu.Lock()
 	defer log.mu.Unlock()
@@ -133,7 +133,7 @@ func TestAddressesForBaseBalancers(t *testing.T) {
 	}
 	backoff := discovery.WithBackoff(20*time.Millisecond, 100*time.Millisecond)
 	conn, _ := dialPolicy(t, cli, "user", addressPicker, backoff, discovery.WithAddresses())
-	callUntil(t, conn, 10*time.Second, srv[0], srv[1])
+	callUntil(t, conn, 30*time.Second, srv[0], srv[1])
 	for i, s := range srv {
 		if w, _ := addressWeights.Load(s.Addr); w != 10+i {
 			t.Errorf("%s: the picker read weight %v, want %d", s.Addr, w, 10+i)
