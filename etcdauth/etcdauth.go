@@ -10,6 +10,11 @@
 // permission of their own: etcd lets a user revoke a lease only if it may
 // write every key attached to it, which a registrar may. "lodestar auth"
 // runs these.
+//
+// The passwords given here travel to etcd inside the requests: give a
+// client that reaches etcd over TLS (https:// endpoints), as
+// etcdclient.New insists on for its own password unless told the network
+// is trusted.
 package etcdauth
 
 import (
