@@ -16,6 +16,9 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
+
+	"google.golang.org/grpc/status"
 
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/proto/userpb"
@@ -42,19 +45,22 @@ func run(ctx context.Context, args []string, out io.Writer, ready chan<- string)
 	zone := fs.String("zone", "zone-a", "zone of this instance")
 	version := fs.String("version", "v1.0.0", "version of this instance")
 	weight := fs.Int("weight", registry.DefaultWeight, "weight of this instance")
+	ttl := fs.Duration("ttl", registry.DefaultTTL, "lease TTL of the registration: how long the instance stays in etcd after it dies")
+	delay := fs.Duration("delay", 0, "time each call spends in its handler, as if working")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	s, err := lodestar.NewServer("user",
 		lodestar.WithEtcdEndpoints(strings.Split(*etcd, ",")...),
 		lodestar.WithListenAddress(*listen),
+		lodestar.WithTTL(*ttl),
 		lodestar.WithMetadata(registry.Metadata{Zone: *zone, Version: *version, Weight: *weight}),
 		lodestar.WithLogger(slog.New(slog.NewTextHandler(out, nil))))
 	if err != nil {
 		return err
 	}
 	svc := usersvc.New("")
-	userpb.RegisterUserServiceServer(s, &named{Service: svc, s: s})
+	userpb.RegisterUserServiceServer(s, &named{Service: svc, s: s, delay: *delay})
 	go func() {
 		select {
 		case <-s.Ready():
@@ -69,13 +75,32 @@ func run(ctx context.Context, args []string, out io.Writer, ready chan<- string)
 }
 
 // named answers with the server's address as the instance name, known
-// only once it listens.
+// only once it listens, after the delay.
 type named struct {
 	*usersvc.Service
-	s *lodestar.Server
+	s     *lodestar.Server
+	delay time.Duration
+}
+
+// work takes the delay, or less if the call ends first.
+func (n *named) work(ctx context.Context) error {
+	if n.delay <= 0 {
+		return nil
+	}
+	t := time.NewTimer(n.delay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
 }
 
 func (n *named) GetUser(ctx context.Context, r *userpb.UserRequest) (*userpb.UserResponse, error) {
+	if err := n.work(ctx); err != nil {
+		return nil, err
+	}
 	resp, err := n.Service.GetUser(ctx, r)
 	if resp != nil && resp.Success {
 		resp.Message = n.s.Addr()
@@ -84,6 +109,9 @@ func (n *named) GetUser(ctx context.Context, r *userpb.UserRequest) (*userpb.Use
 }
 
 func (n *named) CreateUser(ctx context.Context, r *userpb.CreateUserRequest) (*userpb.UserResponse, error) {
+	if err := n.work(ctx); err != nil {
+		return nil, err
+	}
 	resp, err := n.Service.CreateUser(ctx, r)
 	if resp != nil {
 		resp.Message = n.s.Addr()
