@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"time"
@@ -16,7 +17,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	_ "google.golang.org/grpc/health" // client-side health checking
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -57,7 +57,10 @@ func (c *Conn) Close() error {
 //     tune ejection);
 //   - grpc client-side health checking: an instance NOT_SERVING gets no
 //     calls;
-//   - keepalive pings every 30 s, so a dead instance is noticed;
+//   - a dead instance noticed without a call failing: at once if its
+//     process died, in about 20 s if its host or network did (TCP
+//     keepalive), with HTTP/2 pings no grpc server refuses
+//     (DefaultKeepaliveTime; WithKeepalive);
 //   - methods declared idempotent (in their proto, or WithIdempotent) are
 //     retried on another instance when they fail with UNAVAILABLE, up to 4
 //     attempts, within the caller's deadline and a budget of 20% of calls.
@@ -87,7 +90,8 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 		}
 		c.cli, c.owns = cli, true
 	}
-	b, err := discovery.NewBuilder(c.cli, discovery.WithPrefix(cfg.prefix), discovery.WithLogger(cfg.logger))
+	ropts := append([]discovery.Option{discovery.WithPrefix(cfg.prefix), discovery.WithLogger(cfg.logger)}, cfg.resolver...)
+	b, err := discovery.NewBuilder(c.cli, ropts...)
 	if err != nil {
 		c.closeClient()
 		return nil, err
@@ -111,7 +115,8 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 		grpc.WithChainStreamInterceptor(sints...),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(sc),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.WithKeepaliveParams(cfg.keepalive),
+		grpc.WithContextDialer(dialTCP),
 	}, cfg.dialOpts...)
 	c.ClientConn, err = grpc.NewClient(discovery.Target(name), dopts...)
 	if err != nil {
@@ -137,6 +142,16 @@ func Dial(ctx context.Context, name string, opts ...Option) (*Conn, error) {
 		}
 	}
 	return c, nil
+}
+
+// tcpDialer sends TCP keepalive probes after 15 s of silence, every 5 s.
+// grpc sets TCP_USER_TIMEOUT to the keepalive timeout on the connection,
+// so unanswered probes close it after that long: a dead host is noticed
+// without HTTP/2 pings, which servers limit.
+var tcpDialer = net.Dialer{KeepAliveConfig: net.KeepAliveConfig{Enable: true, Idle: 15 * time.Second, Interval: 5 * time.Second, Count: 3}}
+
+func dialTCP(ctx context.Context, addr string) (net.Conn, error) {
+	return tcpDialer.DialContext(ctx, "tcp", addr)
 }
 
 // closeClient releases what Dial made besides the grpc connection: the

@@ -6,7 +6,9 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 
+	"github.com/lodestar-rpc/lodestar/discovery"
 	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/lb/roundrobin"
@@ -37,6 +39,35 @@ const (
 	// the client reconnects when it needs to, without failing a call.
 	DefaultMaxConnectionIdle = 5 * time.Minute
 )
+
+// Keepalive of Dial's connections. A client pinging a grpc-go server more
+// often than the server's enforcement policy allows (by default at most
+// one ping per 5 minutes, and none without a call in progress) is sent
+// GOAWAY "too_many_pings" and cut off, so Dial's pings stay within that
+// default: they are safe against any grpc server, lodestar's or not.
+// Dead peers are noticed sooner at the TCP level, which no server polices:
+// Dial's connections send TCP keepalive probes after 15 s of silence, and
+// a connection whose probes or data the peer has not acknowledged for
+// DefaultKeepaliveTimeout is closed (TCP_USER_TIMEOUT), so an instance
+// whose host or network died leaves the balancer in about 20 s. A process
+// that died leaves at once (its kernel closes the connection).
+const (
+	// DefaultKeepaliveTime is the silence after which a connection with a
+	// call in progress is pinged (grpc-go servers' default minimum).
+	DefaultKeepaliveTime = 5 * time.Minute
+	// DefaultKeepaliveTimeout is how long a ping, a TCP keepalive probe or
+	// data sent may go unanswered before the connection is closed.
+	DefaultKeepaliveTimeout = 20 * time.Second
+)
+
+// DefaultKeepalive returns Dial's HTTP/2 keepalive: a ping after
+// DefaultKeepaliveTime of silence during a call, none on a connection
+// without calls (a grpc-go server by default counts each such ping as an
+// offence however rare), the connection closed after
+// DefaultKeepaliveTimeout without an answer.
+func DefaultKeepalive() keepalive.ClientParameters {
+	return keepalive.ClientParameters{Time: DefaultKeepaliveTime, Timeout: DefaultKeepaliveTimeout, PermitWithoutStream: false}
+}
 
 // Option configures NewServer and Dial. Options that only one of them uses
 // are ignored by the other.
@@ -87,6 +118,8 @@ type config struct {
 	maxStreams  uint32
 	connTimeout time.Duration
 	maxIdle     time.Duration
+	keepalive   keepalive.ClientParameters
+	resolver    []discovery.Option
 }
 
 func defaultConfig() config {
@@ -106,6 +139,7 @@ func defaultConfig() config {
 		maxStreams:  DefaultMaxConcurrentStreams,
 		connTimeout: DefaultConnectionTimeout,
 		maxIdle:     DefaultMaxConnectionIdle,
+		keepalive:   DefaultKeepalive(),
 	}
 }
 
@@ -193,7 +227,10 @@ func WithServerOptions(opts ...grpc.ServerOption) Option {
 	return optionFunc(func(c *config) { c.serverOpts = append(c.serverOpts, opts...) })
 }
 
-// WithDialOptions adds grpc dial options (client).
+// WithDialOptions adds grpc dial options (client). They apply after
+// Dial's own, so one setting what Dial sets (keepalive, the dialer,
+// credentials) wins. grpc.WithContextDialer replaces Dial's TCP dialer and
+// with it the TCP keepalive probes (see DefaultKeepaliveTimeout).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return optionFunc(func(c *config) { c.dialOpts = append(c.dialOpts, opts...) })
 }
@@ -331,4 +368,37 @@ func WithoutHealthCheck() Option {
 // connection to an instance is ready (client).
 func WithWaitForReady() Option {
 	return optionFunc(func(c *config) { c.waitForReady = true })
+}
+
+// WithKeepalive sets the HTTP/2 keepalive pings of Dial's connections
+// (client; default DefaultKeepalive). A zero Time or Timeout keeps the
+// default. Shorter pings than a server permits get the connection cut
+// (GOAWAY too_many_pings): lodestar servers permit one every 10 s, with or
+// without calls; grpc-go servers by default one every 5 minutes during
+// calls only. grpc pings at most every 10 s whatever is asked.
+func WithKeepalive(p keepalive.ClientParameters) Option {
+	return optionFunc(func(c *config) {
+		if p.Time == 0 {
+			p.Time = DefaultKeepaliveTime
+		}
+		if p.Timeout == 0 {
+			p.Timeout = DefaultKeepaliveTimeout
+		}
+		c.keepalive = p
+	})
+}
+
+// WithEtcdRequestTimeout bounds each request the resolver makes to etcd,
+// such as listing a service's instances (client; default
+// discovery.DefaultRequestTimeout). Raise it for a slow or distant etcd
+// or a service with very many instances.
+func WithEtcdRequestTimeout(d time.Duration) Option {
+	return WithResolverOptions(discovery.WithRequestTimeout(d))
+}
+
+// WithResolverOptions passes options to the resolver Dial builds (client),
+// after its own (prefix, logger), so these win: filters, events, backoff,
+// a snapshot directory, limits. See package discovery.
+func WithResolverOptions(opts ...discovery.Option) Option {
+	return optionFunc(func(c *config) { c.resolver = append(c.resolver, opts...) })
 }

@@ -463,6 +463,11 @@ func (r *etcdResolver) put(key string, value []byte, mod int64, limit bool) bool
 		r.skipped(key, err)
 		return r.remove(key)
 	}
+	return r.putInstance(key, inst, mod, limit)
+}
+
+// putInstance records inst, decoded from key's value, as put does.
+func (r *etcdResolver) putInstance(key string, inst registry.Instance, mod int64, limit bool) bool {
 	attr := &instanceAttr{inst: inst}
 	if e, ok := r.entries[key]; ok {
 		e.mod = mod
@@ -719,25 +724,36 @@ func (r *etcdResolver) sortedEntries() []*entry {
 	return slices.SortedFunc(maps.Values(r.entries), compareEntries)
 }
 
-// decode reads the instance at key. Its errors name the key and quote
-// outside input by a bounded prefix only.
+// decode reads the instance at key, with its metadata strings interned.
 func (r *etcdResolver) decode(key string, value []byte) (registry.Instance, error) {
-	id, ok := strings.CutPrefix(key, r.prefix)
+	inst, err := decodeInstance(r.prefix, r.service, r.b.opts.maxValueBytes, key, value)
+	if err != nil {
+		return registry.Instance{}, err
+	}
+	r.internInstance(&inst)
+	return inst, nil
+}
+
+// decodeInstance reads the instance of service at key, under the
+// service's key prefix, from a value of at most maxValue bytes. Its errors
+// name the key and quote outside input by a bounded prefix only.
+func decodeInstance(prefix, service string, maxValue int, key string, value []byte) (registry.Instance, error) {
+	id, ok := strings.CutPrefix(key, prefix)
 	if !ok {
 		// Only a snapshot file can hold one: the watch is on the
 		// service's prefix.
-		return registry.Instance{}, fmt.Errorf("discovery: key %s is not an instance of %q", quote.Bounded(key), r.service)
+		return registry.Instance{}, fmt.Errorf("discovery: key %s is not an instance of %q", quote.Bounded(key), service)
 	}
 	if id == "" || strings.Contains(id, "/") {
-		return registry.Instance{}, fmt.Errorf("discovery: key %s is not %s<id>", quote.Bounded(key), r.prefix)
+		return registry.Instance{}, fmt.Errorf("discovery: key %s is not %s<id>", quote.Bounded(key), prefix)
 	}
-	if len(value) > r.b.opts.maxValueBytes {
+	if len(value) > maxValue {
 		return registry.Instance{}, fmt.Errorf("discovery: instance %s: value of %d bytes is over the limit of %d (WithMaxValueBytes)",
-			quote.Bounded(key), len(value), r.b.opts.maxValueBytes)
+			quote.Bounded(key), len(value), maxValue)
 	}
 	addr, md, err := registry.Decode(value)
 	if err != nil {
-		return registry.Instance{}, fmt.Errorf("discovery: instance %s: %w", quote.Bounded(key), err)
+		return registry.Instance{}, fmt.Errorf("discovery: instance %s: %w", quote.Bounded(key), boundedErr(err))
 	}
 	if err := hostport.Syntax(addr); err != nil {
 		return registry.Instance{}, fmt.Errorf("discovery: instance %s: address %s: %w", quote.Bounded(key), quote.Bounded(addr), err)
@@ -745,12 +761,18 @@ func (r *etcdResolver) decode(key string, value []byte) (registry.Instance, erro
 	if id == addr {
 		id = addr // share one string
 	}
+	return registry.Instance{Service: service, ID: id, Addr: addr, Metadata: md}, nil
+}
+
+// internInstance makes the instance's metadata strings and label set the
+// shared ones.
+func (r *etcdResolver) internInstance(inst *registry.Instance) {
+	md := &inst.Metadata
 	md.Version, md.Region, md.Zone = r.intern(md.Version), r.intern(md.Region), r.intern(md.Zone)
 	md.Status = registry.Status(r.intern(string(md.Status)))
 	if len(md.Labels) > 0 {
 		md.Labels = r.internLabels(md.Labels)
 	}
-	return registry.Instance{Service: r.service, ID: id, Addr: addr, Metadata: md}, nil
 }
 
 // internLabels returns one shared map per distinct label set: instances of
