@@ -37,7 +37,7 @@ func snapshotSeed(t testing.TB, n int) []byte {
 func FuzzSnapshot(f *testing.F) {
 	valid := snapshotSeed(f, 3)
 	f.Add(valid)
-	f.Add(valid[:len(valid)/2])                  // truncated
+	f.Add(valid[:len(valid)/2])                 // truncated
 	f.Add([]byte("\x00\xffnot json at all{{{")) // garbage
 	f.Add([]byte(`{"service":"user","prefix":"/services","revision":1e999,"instances":[]}`))
 	f.Add([]byte(`{"service":"user","prefix":"/services","revision":` + strings.Repeat("9", 4096) + `}`))
