@@ -22,8 +22,8 @@ import (
 type h2event struct {
 	typ      http2.FrameType
 	stream   uint32
-	code     http2.ErrCode             // RST_STREAM, GOAWAY
-	debug    string                    // GOAWAY
+	code     http2.ErrCode              // RST_STREAM, GOAWAY
+	debug    string                     // GOAWAY
 	settings map[http2.SettingID]uint32 // SETTINGS (not acks)
 }
 

@@ -75,7 +75,9 @@ func TestStreamsBeyondTheLimitWait(t *testing.T) {
 	defer cancel()
 	refused := make(chan error, 1)
 	go func() {
-		_, err := h.next(ctx, func(ev h2event) bool { return ev.typ == http2.FrameRSTStream && ev.stream == 9 && ev.code == http2.ErrCodeRefusedStream })
+		_, err := h.next(ctx, func(ev h2event) bool {
+			return ev.typ == http2.FrameRSTStream && ev.stream == 9 && ev.code == http2.ErrCodeRefusedStream
+		})
 		refused <- err
 	}()
 	select {
