@@ -13,8 +13,10 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/lodestar-rpc/lodestar/internal/testserver"
 	"github.com/lodestar-rpc/lodestar/security"
@@ -154,9 +156,10 @@ func TestMutualTLSAndEachRejection(t *testing.T) {
 	}
 }
 
-// A plaintext client against a TLS server fails fast with an error that
-// says the connection was closed before the handshake: no silent
-// downgrade.
+// A plaintext client against a TLS server fails with an error that says
+// the server requires TLS (which only the server's refusal carries: a
+// call that timed out or found the connection closed would not say it),
+// well before the call's deadline: no silent downgrade.
 func TestPlaintextClientRejected(t *testing.T) {
 	p := newPKI(t, "lodestar test CA")
 	srv, _, _ := serve(t, p, time.Minute)
@@ -165,12 +168,11 @@ func TestPlaintextClientRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	start := time.Now()
 	err = testserver.Call(ctx, conn)
-	if err == nil || time.Since(start) > 3*time.Second {
-		t.Fatalf("plaintext call: %v after %v", err, time.Since(start))
+	if err == nil || status.Code(err) == codes.DeadlineExceeded {
+		t.Fatalf("plaintext call: %v", err)
 	}
 	t.Logf("plaintext client: %v", err)
 	if !strings.Contains(err.Error(), "this server requires TLS") {
