@@ -11,8 +11,10 @@
 //
 // # What it guarantees
 //
-// It reads the service's keys at one revision with a linearizable Get, then
-// watches from the next revision, so no change between the two is lost; it
+// It reads the service's keys at one revision (a linearizable first page,
+// the next pages at its revision, a thousand keys each, so a large service
+// is read in bounded requests and bounded memory), then watches from the
+// next revision, so no change between the two is lost; it
 // applies changes in revision order and pushes a list to grpc only when an
 // instance really changed. Bursts are coalesced: changes committed together
 // make one update, and changes that follow an update within
@@ -27,11 +29,22 @@
 // While etcd is unreachable the last list stays in force: the resolver
 // never pushes an empty list because etcd is away. Only an instance whose
 // key is deleted, or whose lease expires, leaves the list. A broken watch
-// (leader lost, connection lost) is resumed; history lost to compaction is
-// re-read. An etcd that comes back without its data (restored from
-// nothing, or a new cluster) is detected by its cluster id and revision,
-// and the instances it forgot are kept for a grace period
-// (WithResetGrace) while their registrars put them back. Errors go to
+// (leader lost, connection lost) is resumed; a watch cancelled for want of
+// a leader is resumed as soon as the member answers a linearizable read
+// again. History lost to compaction is re-read, and so is the list after
+// every reconnection to etcd (10,000 instances: about 55 ms), checked
+// against the last one: an etcd that came back without its data (restored
+// from nothing, a new cluster, or restarted empty with its cluster id and
+// written past the client's revision while the client was away) is
+// detected by its cluster id, its revision, or a history that differs
+// (a key unchanged since the last list at another revision, a key gone
+// that it never had), and the instances it forgot are kept for a grace
+// period (WithResetGrace) while their registrars put them back.
+//
+// A resolver keeps at most WithMaxInstances instances (default 100,000)
+// and decodes values of at most WithMaxValueBytes (default 64 KiB); the
+// rest are left out and reported (EventLimited, EventSkipped), never a
+// crash. Errors and logs quote keys and values by a bounded prefix. Errors go to
 // grpc's ReportError, where the last good list, if any, stays in force. A
 // list grpc refuses (its balancer returned an error) is offered again
 // after a backoff, as grpc asks of resolvers, and reported (EventRefused).
