@@ -25,7 +25,6 @@ const (
 type load struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	track  *tracker
 
 	gets, creates, getFails, createFails atomic.Int64
 
@@ -43,10 +42,11 @@ type servedWaiter struct {
 
 // startLoad runs getters goroutines calling GetUser and creators calling
 // CreateUser on conn, each call bounded by a generous timeout so that a
-// hang counts as a failure instead of stalling the test.
-func startLoad(conn grpc.ClientConnInterface, track *tracker, getters, creators int) *load {
+// hang counts as a failure instead of stalling the test. Each call's
+// context carries its *call, for a tracker installed on conn.
+func startLoad(conn grpc.ClientConnInterface, getters, creators int) *load {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &load{cancel: cancel, track: track, served: map[string]int64{}}
+	l := &load{cancel: cancel, served: map[string]int64{}}
 	c := userpb.NewUserServiceClient(conn)
 	worker := func(method string, do func(ctx context.Context, p *peer.Peer) error) {
 		defer l.wg.Done()
@@ -184,23 +184,23 @@ type attempt struct {
 type tracker struct {
 	mu      sync.Mutex
 	seq     uint64
-	creates []*attempt               // every CreateUser attempt
-	onAddr  map[wireKey]int          // attempts sent and not ended
-	waiters map[wireKey][]wireWaiter // see waitOnWire
+	creates []*attempt      // every CreateUser attempt
+	onAddr  map[wireKey]int // attempts sent and not ended
+	waiters []wireWaiter    // see waitOnWire
 }
 
 // wireKey names the attempts of one method to one instance.
 type wireKey struct{ addr, method string }
 
 type wireWaiter struct {
-	n  int
-	ch chan struct{} // closed once n attempts are on the wire
+	cond func(on map[wireKey]int) bool
+	ch   chan struct{} // closed once cond holds
 }
 
 var _ stats.Handler = (*tracker)(nil)
 
 func newTracker() *tracker {
-	return &tracker{onAddr: map[wireKey]int{}, waiters: map[wireKey][]wireWaiter{}}
+	return &tracker{onAddr: map[wireKey]int{}}
 }
 
 // mark returns the next number in the sequence: attempts sent before it
@@ -253,38 +253,33 @@ func (tr *tracker) HandleRPC(ctx context.Context, s stats.RPCStats) {
 // onWire counts an attempt sent (+1) or ended (-1), under tr.mu.
 func (tr *tracker) onWire(k wireKey, d int) {
 	tr.onAddr[k] += d
-	ws := tr.waiters[k]
-	if len(ws) == 0 {
-		return
-	}
-	kept := ws[:0]
-	for _, w := range ws {
-		if tr.onAddr[k] >= w.n {
+	kept := tr.waiters[:0]
+	for _, w := range tr.waiters {
+		if w.cond(tr.onAddr) {
 			close(w.ch)
 		} else {
 			kept = append(kept, w)
 		}
 	}
-	tr.waiters[k] = kept
+	tr.waiters = kept
 }
 
-// waitOnWire waits until n attempts of method to addr are on the wire at
-// once.
-func (tr *tracker) waitOnWire(ctx context.Context, addr, method string, n int) error {
-	k := wireKey{addr, method}
-	w := wireWaiter{n: n, ch: make(chan struct{})}
+// waitOnWire waits until cond holds for the numbers of attempts on the
+// wire, by instance address and method; what describes it in an error.
+func (tr *tracker) waitOnWire(ctx context.Context, what string, cond func(on map[wireKey]int) bool) error {
+	w := wireWaiter{cond: cond, ch: make(chan struct{})}
 	tr.mu.Lock()
-	if tr.onAddr[k] >= n {
+	if cond(tr.onAddr) {
 		tr.mu.Unlock()
 		return nil
 	}
-	tr.waiters[k] = append(tr.waiters[k], w)
+	tr.waiters = append(tr.waiters, w)
 	tr.mu.Unlock()
 	select {
 	case <-w.ch:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("waiting for %d %s calls on the wire to %s: %w", n, method, addr, ctx.Err())
+		return fmt.Errorf("waiting for %s on the wire: %w", what, ctx.Err())
 	}
 }
 
