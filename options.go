@@ -230,7 +230,9 @@ func WithServerOptions(opts ...grpc.ServerOption) Option {
 // WithDialOptions adds grpc dial options (client). They apply after
 // Dial's own, so one setting what Dial sets (keepalive, the dialer,
 // credentials) wins. grpc.WithContextDialer replaces Dial's TCP dialer and
-// with it the TCP keepalive probes (see DefaultKeepaliveTimeout).
+// with it the TCP keepalive probes (see DefaultKeepaliveTimeout). Dial's
+// dialer connects to instances directly, never through an HTTP proxy
+// named by HTTPS_PROXY.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return optionFunc(func(c *config) { c.dialOpts = append(c.dialOpts, opts...) })
 }
