@@ -58,29 +58,27 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-// The seed's rule: 100 QPS on one method, offered 300 QPS for 3 s, admits
-// 100 ± 5 in each second; the rest are rejected with the rule named.
-func TestRateRuleAdmits100PerSecond(t *testing.T) {
+// Through grpc, calls over a 100 QPS rule are rejected with
+// RESOURCE_EXHAUSTED naming the rule, and no more calls are admitted than
+// the bucket holds (its burst, plus 100 a second of the time the calls
+// took, however long a loaded machine made that). The rate itself, on the
+// limiter's own clock: TestRateAdmits100PerSecond.
+func TestRateRuleRejectsOverTheRate(t *testing.T) {
 	rule := flow.Rule{Method: check, QPS: 100}
 	_, conn, _ := serve(t, rule)
-	ctx := context.Background()
-	start := time.Now()
-	var admitted [3]atomic.Int64
-	var rejected, other atomic.Int64
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const calls = 300
+	var admitted, rejected, other atomic.Int64
 	var msg atomic.Value
 	var wg sync.WaitGroup
-	tick := time.NewTicker(time.Second / 300) // offered load: pacing, not waiting for an event
-	defer tick.Stop()
-	for range 900 {
-		<-tick.C
+	start := time.Now()
+	for range calls {
 		wg.Go(func() {
 			err := testserver.Call(ctx, conn)
-			sec := int(time.Since(start) / time.Second)
 			switch status.Code(err) {
 			case codes.OK:
-				if sec < 3 {
-					admitted[sec].Add(1)
-				}
+				admitted.Add(1)
 			case codes.ResourceExhausted:
 				rejected.Add(1)
 				msg.Store(status.Convert(err).Message())
@@ -91,18 +89,18 @@ func TestRateRuleAdmits100PerSecond(t *testing.T) {
 	}
 	wg.Wait()
 	took := time.Since(start)
-	t.Logf("900 calls offered in %v: admitted per second %d, %d, %d; rejected %d; message %q",
-		took.Round(time.Millisecond), admitted[0].Load(), admitted[1].Load(), admitted[2].Load(), rejected.Load(), msg.Load())
-	for i := range admitted {
-		if n := admitted[i].Load(); n < 95 || n > 105 {
-			t.Errorf("second %d: %d admitted, want 100 ± 5", i, n)
-		}
+	most := 5 + int64(100*took.Seconds()) + 1 // burst QPS/20, the rate over the time taken, one token being refilled
+	t.Logf("%d calls at once in %v: %d admitted (at most %d), %d rejected, message %q", calls, took.Round(time.Millisecond), admitted.Load(), most, rejected.Load(), msg.Load())
+	if admitted.Load() > most {
+		t.Errorf("%d calls admitted in %v, more than a 100 QPS bucket with a burst of 5 holds (%d)", admitted.Load(), took, most)
 	}
 	if other.Load() != 0 {
 		t.Errorf("%d calls failed otherwise", other.Load())
 	}
-	if m, _ := msg.Load().(string); !strings.Contains(m, "flow rule "+check+" qps=100") {
-		t.Errorf("rejection message %q does not name the rule", m)
+	if admitted.Load() < calls {
+		if m, _ := msg.Load().(string); !strings.Contains(m, "flow rule "+check+" qps=100") {
+			t.Errorf("rejection message %q does not name the rule", m)
+		}
 	}
 }
 
