@@ -33,6 +33,36 @@ type userService struct {
 	// until the server dies, counting them in heldGets and heldCreates.
 	hang                  atomic.Bool
 	heldGets, heldCreates atomic.Int64
+	// changed gets a signal (if it has room) whenever a counter above
+	// changed, for waits on them.
+	changed chan struct{}
+}
+
+func newUserService(addr func() string) *userService {
+	return &userService{addr: addr, changed: make(chan struct{}, 1)}
+}
+
+// signal says a counter changed.
+func (u *userService) signal() {
+	select {
+	case u.changed <- struct{}{}:
+	default:
+	}
+}
+
+// waitFor waits until ok holds, checking it whenever a counter changes,
+// for at most 30 s; what describes the wait in the failure.
+func (u *userService) waitFor(t *testing.T, ok func() bool, what func() string) {
+	t.Helper()
+	deadline := time.NewTimer(30 * time.Second)
+	defer deadline.Stop()
+	for !ok() {
+		select {
+		case <-u.changed:
+		case <-deadline.C:
+			t.Fatalf("after 30 s: %s", what())
+		}
+	}
 }
 
 // hold keeps the call until ctx ends if hang is set and fewer than 3
@@ -46,12 +76,14 @@ func (u *userService) hold(ctx context.Context, n *atomic.Int64) error {
 		n.Add(-1)
 		return nil
 	}
+	u.signal()
 	<-ctx.Done()
 	return ctx.Err()
 }
 
 func (u *userService) GetUser(ctx context.Context, r *userpb.UserRequest) (*userpb.UserResponse, error) {
 	u.calls.Add(1)
+	u.signal()
 	if err := u.hold(ctx, &u.heldGets); err != nil {
 		return nil, err
 	}
@@ -60,6 +92,7 @@ func (u *userService) GetUser(ctx context.Context, r *userpb.UserRequest) (*user
 
 func (u *userService) CreateUser(ctx context.Context, r *userpb.CreateUserRequest) (*userpb.UserResponse, error) {
 	u.calls.Add(1)
+	u.signal()
 	if err := u.hold(ctx, &u.heldCreates); err != nil {
 		return nil, err
 	}
@@ -136,7 +169,7 @@ func startInstance(t *testing.T, endpoints []string, opts ...lodestar.Option) *i
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := &instance{srv: srv, user: &userService{addr: srv.Addr}, done: make(chan error, 1)}
+	in := &instance{srv: srv, user: newUserService(srv.Addr), done: make(chan error, 1)}
 	userpb.RegisterUserServiceServer(srv, in.user)
 	greeterpb.RegisterGreeterServer(srv, greeter{})
 	chatpb.RegisterChatServiceServer(srv, chat{addr: srv.Addr})
@@ -193,7 +226,7 @@ func startLoad(conn *lodestar.Conn, workers int) *load {
 		go func() {
 			defer l.wg.Done()
 			for i := 0; ctx.Err() == nil; i++ {
-				cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+				cctx, ccancel := context.WithTimeout(ctx, 20*time.Second) // bounds a hang only
 				var err error
 				create := (i+w)%4 == 0
 				if create {
@@ -236,13 +269,10 @@ func (l *load) String() string {
 func waitCalls(t *testing.T, in *instance, n int64) {
 	t.Helper()
 	start := in.user.calls.Load()
-	deadline := time.Now().Add(15 * time.Second)
-	for in.user.calls.Load() < start+n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s served %d calls in 15 s, want %d", in.srv.Addr(), in.user.calls.Load()-start, n)
-		}
-		<-time.After(5 * time.Millisecond) // polling a counter; calls come from the load
-	}
+	in.user.waitFor(t, func() bool { return in.user.calls.Load() >= start+n },
+		func() string {
+			return fmt.Sprintf("%s served %d calls, want %d", in.srv.Addr(), in.user.calls.Load()-start, n)
+		})
 }
 
 func TestServeRegistersAndShutdownDeregisters(t *testing.T) {
@@ -415,7 +445,7 @@ func TestNotServingDrainsAndServingResumes(t *testing.T) {
 	l := startLoad(conn, 2)
 	defer l.stop()
 	waitCalls(t, a, 10)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := a.srv.SetServingStatus(ctx, "", healthpb.HealthCheckResponse_NOT_SERVING); err != nil {
 		t.Fatal(err)
@@ -426,10 +456,9 @@ func TestNotServingDrainsAndServingResumes(t *testing.T) {
 		t.Fatalf("registration after NOT_SERVING: %v, %v", resp.Kvs, err)
 	}
 	// Calls stop reaching a: 200 calls in a row go to b.
-	deadline := time.Now().Add(10 * time.Second)
-	for streak := 0; streak < 200; {
-		if time.Now().After(deadline) {
-			t.Fatal("a NOT_SERVING instance kept getting calls")
+	for streak, tries := 0, 0; streak < 200; tries++ {
+		if tries > 20000 {
+			t.Fatalf("a NOT_SERVING instance kept getting calls: %d of b's last calls in a row without one to a", streak)
 		}
 		before, bBefore := a.user.calls.Load(), b.user.calls.Load()
 		waitCalls(t, b, 1)
@@ -474,13 +503,10 @@ func TestAbruptKill(t *testing.T) {
 			// some of each kind are held there.
 			victim := ins[0].user
 			victim.hang.Store(true)
-			deadline := time.Now().Add(15 * time.Second)
-			for victim.heldGets.Load() < 2 || victim.heldCreates.Load() < 1 {
-				if time.Now().After(deadline) {
-					t.Fatalf("held %d gets, %d creates", victim.heldGets.Load(), victim.heldCreates.Load())
-				}
-				<-time.After(5 * time.Millisecond) // polling counters fed by the load
-			}
+			victim.waitFor(t, func() bool { return victim.heldGets.Load() >= 2 && victim.heldCreates.Load() >= 1 },
+				func() string {
+					return fmt.Sprintf("held %d gets, %d creates", victim.heldGets.Load(), victim.heldCreates.Load())
+				})
 			ins[0].srv.Stop() // connections cut, no drain; its key expires with the lease
 			waitCalls(t, ins[1], 200)
 			waitCalls(t, ins[2], 200)

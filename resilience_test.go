@@ -27,7 +27,7 @@ const createUser = "/lodestar.examples.user.UserService/CreateUser"
 // handler's panic becomes INTERNAL and the server serves on.
 func TestServerFlowRulesAndRecovery(t *testing.T) {
 	c := etcdtest.New(t)
-	in := startInstance(t, c.Endpoints(), lodestar.WithFlowRules(flow.Rule{Method: createUser, QPS: 2, Burst: 1}))
+	in := startInstance(t, c.Endpoints(), lodestar.WithFlowRules(flow.Rule{Method: createUser, QPS: 0.001, Burst: 1}))
 	conn := dial(t, c.Endpoints())
 	users := userpb.NewUserServiceClient(conn)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -38,15 +38,17 @@ func TestServerFlowRulesAndRecovery(t *testing.T) {
 		_, err := users.CreateUser(ctx, &userpb.CreateUserRequest{Name: "a", Email: "a@example.com"})
 		if status.Code(err) == codes.ResourceExhausted {
 			rejected++
-			if !strings.Contains(err.Error(), "flow rule "+createUser+" qps=2 burst=1: rate limit reached") {
+			if !strings.Contains(err.Error(), "flow rule "+createUser+" qps=0.001 burst=1: rate limit reached") {
 				t.Errorf("rejection does not name the rule: %v", err)
 			}
 		} else if err != nil {
 			t.Fatal(err)
 		}
 	}
-	if rejected < 5 {
-		t.Errorf("%d of 10 back-to-back calls rejected by a 2 QPS rule, want most", rejected)
+	// One token, the next 1,000 s away: however slowly the calls go,
+	// exactly one is admitted.
+	if rejected != 9 {
+		t.Errorf("%d of 10 calls rejected by a rule with a burst of 1 and a token per 1,000 s, want 9", rejected)
 	}
 	if n := in.user.creates.Load(); n+int64(rejected) != 10 {
 		t.Errorf("%d handlers ran for %d admitted calls", n, 10-rejected)

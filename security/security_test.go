@@ -88,7 +88,7 @@ func call(t *testing.T, addr string, cfg security.Config) error {
 		t.Fatal(err)
 	}
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	return testserver.Call(ctx, conn)
 }
@@ -143,7 +143,7 @@ func TestMutualTLSAndEachRejection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		err = testserver.Call(ctx, conn)
 		cancel()
 		conn.Close()
