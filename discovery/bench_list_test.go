@@ -45,8 +45,11 @@ func (l *listEvents) waitListed(tb testing.TB, n int, timeout time.Duration) (be
 		for i, ev := range l.all {
 			if ev.Kind == discovery.EventListed {
 				seen++
-				if seen == n && i > 0 {
-					before, listed = l.all[i-1], ev
+				if seen == n {
+					listed = ev
+					if i > 0 {
+						before = l.all[i-1]
+					}
 				}
 			}
 		}

@@ -12,7 +12,7 @@
 // # What it guarantees
 //
 // It reads the service's keys at one revision (a linearizable first page,
-// the next pages at its revision, a thousand keys each, so a large service
+// the next pages at its revision, 5,000 keys each, so a large service
 // is read in bounded requests and bounded memory), then watches from the
 // next revision, so no change between the two is lost; it
 // applies changes in revision order and pushes a list to grpc only when an

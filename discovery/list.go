@@ -24,6 +24,10 @@ const (
 	maxPageTimeoutFactor = 8
 )
 
+// pageBytes is the most key and value bytes a page should hold: a page
+// that held more makes the next one half as many keys.
+const pageBytes = 2 << 20
+
 // readPages reads the keys under the service's prefix, a page at a time,
 // and calls fn for each in key order until fn returns false; stopped is
 // then the key fn stopped at. At rev 0 the first page is a linearizable
@@ -70,10 +74,19 @@ func (r *etcdResolver) readPages(rev int64, keysOnly bool, fn func(kv *mvccpb.Ke
 		if hookPage != nil {
 			hookPage(rev)
 		}
+		bytes := 0
 		for _, kv := range resp.Kvs {
+			bytes += len(kv.Key) + len(kv.Value)
 			if !fn(kv) {
 				return hdr, string(kv.Key), nil
 			}
+		}
+		// Pages of large values get fewer keys, down to one.
+		switch {
+		case bytes > pageBytes:
+			size = max(1, size/2)
+		case bytes < pageBytes/2 && timeouts == 0:
+			size = min(2*size, int64(r.b.opts.pageSize))
 		}
 		if !resp.More || len(resp.Kvs) == 0 {
 			return hdr, "", nil
