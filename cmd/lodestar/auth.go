@@ -63,11 +63,11 @@ over plaintext http:// unless --insecure-auth is given.`,
 		if plain := etcdclient.PlaintextEndpoints(cfg); len(plain) > 0 && !g.insecureAuth {
 			return fmt.Errorf("refusing to send %s to etcd over plain %s; use https, or --insecure-auth for a trusted network", pw.what, plain[0])
 		}
-		password, err := pw.read(g.in, g.prompt)
+		password, err := pw.read(c.Context(), g.in, g.prompt)
 		if err != nil {
 			return err
 		}
-		if err := g.readPassword(&cfg); err != nil {
+		if err := g.readPassword(c.Context(), &cfg); err != nil {
 			return err
 		}
 		cli, err := g.connect(c.Context(), cfg)

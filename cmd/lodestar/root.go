@@ -52,16 +52,16 @@ func (g *globals) baseConfig() (etcdclient.Config, error) {
 
 // etcdConfig is the etcd client configuration the flags describe. The
 // password is read here, when it is needed.
-func (g *globals) etcdConfig() (etcdclient.Config, error) {
+func (g *globals) etcdConfig(ctx context.Context) (etcdclient.Config, error) {
 	cfg, err := g.baseConfig()
 	if err != nil {
 		return cfg, err
 	}
-	return cfg, g.readPassword(&cfg)
+	return cfg, g.readPassword(ctx, &cfg)
 }
 
 // readPassword sets cfg's password from its source, when a user is set.
-func (g *globals) readPassword(cfg *etcdclient.Config) error {
+func (g *globals) readPassword(ctx context.Context, cfg *etcdclient.Config) error {
 	if g.etcdUser == "" {
 		if g.etcdPassword.file != "" || g.etcdPassword.stdin {
 			return fmt.Errorf("--%s or --%s given without --etcd-user", g.etcdPassword.fileFlag, g.etcdPassword.stdinFlag)
@@ -75,7 +75,7 @@ func (g *globals) readPassword(cfg *etcdclient.Config) error {
 			quote.Bounded(g.etcdUser), plain[0])
 	}
 	g.etcdPassword.what = fmt.Sprintf("the password of etcd user %s", g.etcdUser)
-	pw, err := g.etcdPassword.read(g.in, g.prompt)
+	pw, err := g.etcdPassword.read(ctx, g.in, g.prompt)
 	if err != nil {
 		return fmt.Errorf("--etcd-user %s needs a password: %w", g.etcdUser, err)
 	}
@@ -86,7 +86,7 @@ func (g *globals) readPassword(cfg *etcdclient.Config) error {
 // etcdClient connects with the flags' configuration. ctx is the
 // command's (New itself is bounded by the dial timeout).
 func (g *globals) etcdClient(ctx context.Context) (*clientv3.Client, error) {
-	cfg, err := g.etcdConfig()
+	cfg, err := g.etcdConfig(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -29,7 +30,8 @@ type secret struct {
 }
 
 // read returns the password from the first source given.
-func (s *secret) read(in io.Reader, prompt io.Writer) (string, error) {
+// ctx ends a prompt.
+func (s *secret) read(ctx context.Context, in io.Reader, prompt io.Writer) (string, error) {
 	switch {
 	case s.file != "" && s.stdin:
 		return "", fmt.Errorf("--%s and --%s both given: give one", s.fileFlag, s.stdinFlag)
@@ -55,17 +57,16 @@ func (s *secret) read(in io.Reader, prompt io.Writer) (string, error) {
 		return pw, nil
 	}
 	if f, ok := in.(*os.File); ok && isTerminal(f) {
-		return s.prompt(f, prompt)
+		return s.prompt(ctx, f, prompt)
 	}
 	return "", fmt.Errorf("%s is needed: set %s, or give --%s FILE or --%s (a password on the command line is not accepted)",
 		s.what, s.env, s.fileFlag, s.stdinFlag)
 }
 
 // prompt asks for the password on the terminal tty, without echo.
-func (s *secret) prompt(tty *os.File, w io.Writer) (string, error) {
+func (s *secret) prompt(ctx context.Context, tty *os.File, w io.Writer) (string, error) {
 	ask := func(label string) (string, error) {
-		fmt.Fprintf(w, "%s: ", label)
-		pw, err := readNoEcho(tty)
+		pw, err := readNoEcho(ctx, tty, func() { fmt.Fprintf(w, "%s: ", label) })
 		fmt.Fprintln(w)
 		if err != nil {
 			return "", fmt.Errorf("read %s from the terminal: %w", s.what, err)
@@ -111,8 +112,7 @@ func readSecret(r io.Reader) (string, error) {
 	return string(b), nil
 }
 
-// readLine reads a line from r without its end, for terminals whose
-// echo could not be turned off.
+// readLine reads a line from r without its end.
 func readLine(r io.Reader) (string, error) {
 	line, err := bufio.NewReader(io.LimitReader(r, maxSecret)).ReadString('\n')
 	if err != nil && (err != io.EOF || line == "") {

@@ -46,7 +46,7 @@ func TestCertAndAuthCommands(t *testing.T) {
 	// etcd over mutual TLS with the "etcd" certificate.
 	tlsArgs := []string{"--etcd-ca", f("ca.pem"), "--etcd-cert", f("order.pem"), "--etcd-key", f("order-key.pem")}
 	g := &globals{etcdCA: f("ca.pem"), etcdCert: f("order.pem"), etcdKey: f("order-key.pem")}
-	cfg, err := g.etcdConfig()
+	cfg, err := g.etcdConfig(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

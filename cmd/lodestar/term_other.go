@@ -3,6 +3,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 )
@@ -11,6 +12,6 @@ import (
 // from a file, stdin or the environment.
 func isTerminal(*os.File) bool { return false }
 
-func readNoEcho(*os.File) (string, error) {
+func readNoEcho(context.Context, *os.File, func()) (string, error) {
 	return "", errors.New("no password prompt on this system")
 }

@@ -3,6 +3,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -14,9 +16,10 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// readNoEcho reads a line from the terminal tty with echo turned off,
-// and restores the terminal's settings.
-func readNoEcho(tty *os.File) (string, error) {
+// readNoEcho turns the terminal tty's echo off, calls prompt, reads a
+// line and restores the terminal's settings. It gives up when ctx ends
+// (Ctrl-C), the terminal restored.
+func readNoEcho(ctx context.Context, tty *os.File, prompt func()) (string, error) {
 	fd := int(tty.Fd())
 	old, err := unix.IoctlGetTermios(fd, ioctlGetTermios)
 	if err != nil {
@@ -29,5 +32,19 @@ func readNoEcho(tty *os.File) (string, error) {
 		return "", err
 	}
 	defer unix.IoctlSetTermios(fd, ioctlSetTermios, old)
-	return readLine(tty)
+	prompt()
+	// In canonical mode the terminal is readable once a whole line is
+	// typed: wait for that in short polls, to notice ctx between them.
+	for {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 100)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return "", err
+		}
+		if n > 0 {
+			return readLine(tty)
+		}
+	}
 }
