@@ -59,3 +59,17 @@ func PlaintextEndpoints(cfg Config) []string {
 	}
 	return plain
 }
+
+// String describes cfg with the password left out, so that printing a
+// Config (%v, a log line) never shows it.
+func (cfg Config) String() string {
+	pw := ""
+	if cfg.Password != "" {
+		pw = "(set)"
+	}
+	return fmt.Sprintf("{Endpoints:%v Username:%s Password:%s AllowInsecureAuth:%t TLS:%t DialTimeout:%s KeepAliveTime:%s KeepAliveTimeout:%s}",
+		cfg.Endpoints, quote.Bounded(cfg.Username), pw, cfg.AllowInsecureAuth, cfg.TLS != nil, cfg.DialTimeout, cfg.KeepAliveTime, cfg.KeepAliveTimeout)
+}
+
+// GoString is String, for %#v.
+func (cfg Config) GoString() string { return cfg.String() }

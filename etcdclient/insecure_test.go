@@ -2,6 +2,7 @@ package etcdclient_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -68,5 +69,20 @@ func TestPasswordOverPlaintext(t *testing.T) {
 		t.Fatal("a wrong password was accepted: the password never reached etcd")
 	} else if !strings.Contains(err.Error(), "authentication failed") {
 		t.Fatalf("wrong password: %v", err)
+	}
+}
+
+// TestConfigPrintsNoPassword: a Config printed with %v, %+v or %#v (as in
+// a log line) does not show its password.
+func TestConfigPrintsNoPassword(t *testing.T) {
+	cfg := etcdclient.Config{Endpoints: []string{"https://etcd:2379"}, Username: "u", Password: "pw-s3cret"}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		s := fmt.Sprintf(verb, cfg)
+		if strings.Contains(s, "pw-s3cret") || !strings.Contains(s, `Username:"u" Password:(set)`) {
+			t.Errorf("%s: %s", verb, s)
+		}
+		if s := fmt.Sprintf(verb, &cfg); strings.Contains(s, "pw-s3cret") {
+			t.Errorf("%s of a pointer: %s", verb, s)
+		}
 	}
 }

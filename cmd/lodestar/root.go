@@ -74,10 +74,10 @@ func (g *globals) readPassword(ctx context.Context, cfg *etcdclient.Config) erro
 		return fmt.Errorf("refusing to send the password of etcd user %s over plain %s; use https, or --insecure-auth for a trusted network",
 			quote.Bounded(g.etcdUser), plain[0])
 	}
-	g.etcdPassword.what = fmt.Sprintf("the password of etcd user %s", g.etcdUser)
+	g.etcdPassword.what = fmt.Sprintf("the password of etcd user %s", cell(g.etcdUser))
 	pw, err := g.etcdPassword.read(ctx, g.in, g.prompt)
 	if err != nil {
-		return fmt.Errorf("--etcd-user %s needs a password: %w", g.etcdUser, err)
+		return fmt.Errorf("--etcd-user %s needs a password: %w", cell(g.etcdUser), err)
 	}
 	cfg.Password = pw
 	return nil
