@@ -56,15 +56,19 @@ func newHostNet(t *testing.T) *hostNet {
 		t.Skipf("unshare --net did not start: %v", err)
 	}
 	pid := strconv.Itoa(holder.Process.Pid)
-	n := os.Getpid()%200 + 20
-	h := &hostNet{holder: holder, peer: fmt.Sprintf("lsp%d", os.Getpid()), addr: fmt.Sprintf("10.213.%d.2", n)}
+	// A /30 of 198.18.0.0/15 (reserved for network tests) and interface
+	// names of our own, by process id: a second copy of the suite running
+	// alongside gets others.
+	base := os.Getpid() % (1 << 15) << 2
+	subnet := fmt.Sprintf("198.%d.%d.", 18+base>>16, base>>8&0xff)
+	h := &hostNet{holder: holder, peer: fmt.Sprintf("lsp%d", os.Getpid()), addr: subnet + strconv.Itoa(base&0xff+2)}
 	local := fmt.Sprintf("lsh%d", os.Getpid())
 	if err := run("ip", "link", "add", local, "type", "veth", "peer", "name", h.peer, "netns", pid); err != nil {
 		t.Skipf("cannot make a veth pair: %v", err)
 	}
 	t.Cleanup(func() { run("ip", "link", "del", local) })
 	for _, args := range [][]string{
-		{"ip", "addr", "add", fmt.Sprintf("10.213.%d.1/30", n), "dev", local},
+		{"ip", "addr", "add", subnet + strconv.Itoa(base&0xff+1) + "/30", "dev", local},
 		{"ip", "link", "set", local, "up"},
 		{"nsenter", "-t", pid, "-n", "ip", "addr", "add", h.addr + "/30", "dev", h.peer},
 		{"nsenter", "-t", pid, "-n", "ip", "link", "set", h.peer, "up"},
