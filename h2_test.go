@@ -134,6 +134,7 @@ type holdGreeter struct {
 	left    chan struct{} // one send per call leaving, if there is room
 	mu      sync.Mutex
 	gate    chan struct{}
+	work    time.Duration // each call's time in the handler once let through (benchmarks)
 	cur     atomic.Int64
 	max     atomic.Int64
 }
@@ -162,6 +163,15 @@ func (g *holdGreeter) SayHello(ctx context.Context, r *greeterpb.HelloRequest) (
 	}
 	select {
 	case <-gate:
+		if g.work > 0 {
+			t := time.NewTimer(g.work)
+			defer t.Stop()
+			select {
+			case <-t.C:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		return &greeterpb.HelloResponse{Message: "Hello " + r.Name}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err()
@@ -180,18 +190,18 @@ func (g *holdGreeter) open() {
 }
 
 // waitEntered waits until n more calls entered the handler.
-func (g *holdGreeter) waitEntered(t *testing.T, n int) {
+func (g *holdGreeter) waitEntered(t testing.TB, n int) {
 	t.Helper()
 	waitN(t, g.entered, n, "reached the handler", &g.cur)
 }
 
 // waitLeft waits until n more calls left the handler.
-func (g *holdGreeter) waitLeft(t *testing.T, n int) {
+func (g *holdGreeter) waitLeft(t testing.TB, n int) {
 	t.Helper()
 	waitN(t, g.left, n, "left the handler", &g.cur)
 }
 
-func waitN(t *testing.T, ch <-chan struct{}, n int, what string, cur *atomic.Int64) {
+func waitN(t testing.TB, ch <-chan struct{}, n int, what string, cur *atomic.Int64) {
 	t.Helper()
 	deadline := time.NewTimer(30 * time.Second)
 	defer deadline.Stop()
@@ -206,7 +216,7 @@ func waitN(t *testing.T, ch <-chan struct{}, n int, what string, cur *atomic.Int
 
 // startGreeter starts a lodestar server of the service "greeter" with g
 // (plaintext unless opts say otherwise) and returns it once it is ready.
-func startGreeter(t *testing.T, endpoints []string, g greeterpb.GreeterServer, opts ...lodestar.Option) *lodestar.Server {
+func startGreeter(t testing.TB, endpoints []string, g greeterpb.GreeterServer, opts ...lodestar.Option) *lodestar.Server {
 	t.Helper()
 	opts = append([]lodestar.Option{lodestar.WithEtcdEndpoints(endpoints...), lodestar.WithTTL(2 * time.Second)}, opts...)
 	srv, err := lodestar.NewServer("greeter", opts...)
