@@ -55,7 +55,7 @@ In another terminal, 'lodestar list' shows what is registered.`,
 	f.StringVar(&o.service, "service", "user", "service name to register the instances under")
 	f.IntVar(&o.instances, "instances", 3, "number of instances to start and register (1-50)")
 	f.DurationVar(&o.ttl, "ttl", registry.DefaultTTL, "lease TTL of the registrations")
-	f.DurationVar(&o.duration, "duration", 0, "stop after this long (0: run until interrupted)")
+	f.DurationVar(&o.duration, "duration", 0, "stop after running this long, counted once the instances are registered (0: run until interrupted)")
 	return cmd
 }
 
@@ -65,11 +65,6 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 	}
 	if o.duration < 0 {
 		return fmt.Errorf("--duration %s: want 0 or more", o.duration)
-	}
-	if o.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.duration)
-		defer cancel()
 	}
 	dir := o.dataDir
 	if dir == "" {
@@ -155,6 +150,11 @@ func runDev(ctx context.Context, g *globals, o devOptions, out io.Writer) error 
 		fmt.Fprintf(out, "stopping in %s\n", o.duration)
 	} else {
 		fmt.Fprintln(out, "Ctrl-C stops everything and deregisters the instances.")
+	}
+	if o.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, o.duration)
+		defer cancel()
 	}
 	err = watchChanges(ctx, cli, g.prefix, say)
 	fmt.Fprintln(out, "stopping: deregistering instances, stopping servers and etcd")
