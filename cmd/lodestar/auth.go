@@ -45,8 +45,8 @@ Passwords are never flags' values (argv is visible to every user of the
 machine): each comes from a file (--*-password-file, one line), stdin
 (--*-password-stdin, one of them at most), an environment variable
 (LODESTAR_ROOT_PASSWORD, LODESTAR_USER_PASSWORD, LODESTAR_ETCD_PASSWORD),
-or a prompt when stdin is a terminal. etcd refuses to be sent a password
-over plaintext http:// unless --insecure-auth is given.`,
+or a prompt when stdin is a terminal. No password is sent over a
+plaintext endpoint (http://) unless --insecure-auth is given.`,
 	}
 	var timeout time.Duration
 	cmd.PersistentFlags().DurationVar(&timeout, "timeout", 10*time.Second, "give up if etcd does not answer within this time")
