@@ -38,6 +38,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
+
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
 // Child returns the "pick" value naming a child policy and its config,
@@ -68,11 +70,15 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 func (d *Duration) UnmarshalJSON(b []byte) error {
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
-		return fmt.Errorf("duration %s: want a string such as \"250ms\"", b)
+		return fmt.Errorf("duration %s: want a string such as \"250ms\"", quote.Bounded(string(b)))
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("duration %q: %v", s, err)
+		if len(s) > quote.MaxPrefix {
+			// time's error quotes s whole.
+			return fmt.Errorf("duration %s: want a duration such as \"250ms\"", quote.Bounded(s))
+		}
+		return fmt.Errorf("duration %q: %w", s, err)
 	}
 	*d = Duration(v)
 	return nil

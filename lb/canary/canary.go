@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 	"github.com/lodestar-rpc/lodestar/lb/internal/pick"
 
 	// The child policies a "pick" may name.
@@ -94,14 +95,14 @@ func (c Config) parse() (*spec, error) {
 		h = DefaultHeader
 	}
 	if h != strings.ToLower(h) || strings.HasSuffix(h, "-bin") || strings.HasPrefix(h, "grpc-") || strings.ContainsAny(h, " :") {
-		return nil, fmt.Errorf("%s: header %q: want a lower-case, non-binary, non-reserved header name", Name, h)
+		return nil, fmt.Errorf("%s: header %s: want a lower-case, non-binary, non-reserved header name", Name, quote.Bounded(h))
 	}
 	child, err := pick.ParseChild(Name, c.Pick)
 	if err != nil {
 		return nil, err
 	}
 	if c.Stable == c.Version {
-		return nil, fmt.Errorf("%s: stable version %q is the canary version", Name, c.Stable)
+		return nil, fmt.Errorf("%s: stable version %s is the canary version", Name, quote.Bounded(c.Stable))
 	}
 	return &spec{version: c.Version, stable: c.Stable, percent: c.Percent, header: h, child: child}, nil
 }

@@ -9,14 +9,18 @@ import (
 
 	"google.golang.org/grpc/balancer"
 
+	"github.com/lodestar-rpc/lodestar/internal/lbtest"
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/lb/canary"
 )
 
 // FuzzParseConfig feeds the policy's config parser, as grpc calls it with
-// a service config's JSON, valid, nested and broken configs. It never
-// panics, every error names the policy, and a config it accepts, decoded
-// into Config and marshalled again, parses to an equal configuration.
+// a service config's JSON, valid, nested, broken and huge configs. It
+// never panics; every error names the policy, is short (lbtest.CheckConfig)
+// and prints no control character, however large the config; a config it
+// accepts is one JSON object (or null, or empty) with nothing after it,
+// and, decoded into Config and marshalled again, parses to an equal
+// configuration.
 func FuzzParseConfig(f *testing.F) {
 	for _, s := range []string{
 		`{"version":"v2"}`,
@@ -40,13 +44,20 @@ func FuzzParseConfig(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	for _, s := range append(lbtest.TrailingConfigs(), lbtest.HugeConfigs(`"version":"v2",`, "version", "stable", "header", "percent", "pick")...) {
+		f.Add(s)
+	}
+	// A policy nested in itself far deeper than allowed, and just within.
+	for _, levels := range []int{10, 2000} {
+		f.Add(strings.Repeat(`{"version":"v2","pick":{"lodestar_canary":`, levels) + `{"version":"v2"}` + strings.Repeat(`}}`, levels))
+	}
+	huge := strings.Repeat("v", 100<<10)
+	f.Add(`{"version":"` + huge + `","stable":"` + huge + `"}`)
 	p := balancer.Get(canary.Name).(balancer.ConfigParser)
 	f.Fuzz(func(t *testing.T, js string) {
 		got, err := p.ParseConfig(json.RawMessage(js))
+		lbtest.CheckConfig(t, canary.Name, js, err)
 		if err != nil {
-			if !strings.Contains(err.Error(), canary.Name) {
-				t.Fatalf("config %q: error %q does not name %s", js, err, canary.Name)
-			}
 			return
 		}
 		again := reencode(t, js)

@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 	"github.com/lodestar-rpc/lodestar/lb/internal/pick"
 )
 
@@ -81,11 +82,11 @@ func init() {
 func (c Config) validate() error {
 	if h := c.Header; h != "" {
 		if h != strings.ToLower(h) || strings.HasSuffix(h, "-bin") || strings.HasPrefix(h, "grpc-") || strings.HasPrefix(h, ":") {
-			return fmt.Errorf("%s: header %q: want a lower-case header that is not binary (-bin), reserved (grpc-) or a pseudo-header", Name, h)
+			return fmt.Errorf("%s: header %s: want a lower-case header that is not binary (-bin), reserved (grpc-) or a pseudo-header", Name, quote.Bounded(h))
 		}
 		for _, r := range h {
 			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
-				return fmt.Errorf("%s: header %q: character %q not allowed in a header name", Name, h, r)
+				return fmt.Errorf("%s: header %s: character %q not allowed in a header name", Name, quote.Bounded(h), r)
 			}
 		}
 	}

@@ -8,13 +8,16 @@ import (
 
 	"google.golang.org/grpc/connectivity"
 
+	"github.com/lodestar-rpc/lodestar/internal/lbtest"
 	"github.com/lodestar-rpc/lodestar/lb"
 )
 
 // FuzzParseChild feeds the parser of a nesting policy's "pick" field: it
-// never panics, every error names the parent policy, and a child it
-// accepts builds a policy that makes a picker, and parses again, from its
-// name and an empty config (round_robin has no fields), to the same spec.
+// never panics, every error starts with the parent policy and is short
+// however large the input (lbtest.CheckConfig), a child it accepts is one
+// JSON object (or null, or empty) and builds a policy that makes a
+// picker, and parses again, from its name and an empty config
+// (round_robin has no fields), to the same spec.
 func FuzzParseChild(f *testing.F) {
 	for _, s := range []string{
 		``, `null`, `{"round_robin":{}}`, `{"round_robin":null}`, `{"round_robin":{"x":1}}`,
@@ -23,9 +26,18 @@ func FuzzParseChild(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	for _, s := range lbtest.TrailingConfigs() {
+		f.Add(s)
+		f.Add(`{"round_robin":` + s + `}`)
+	}
+	for _, s := range lbtest.HugeConfigs(``) {
+		f.Add(s)
+		f.Add(`{"round_robin":` + s + `}`)
+	}
 	const parent = "lodestar_fuzz_parent"
 	f.Fuzz(func(t *testing.T, js string) {
 		spec, err := ParseChild(parent, json.RawMessage(js))
+		lbtest.CheckConfig(t, parent, js, err)
 		if err != nil {
 			if !strings.HasPrefix(err.Error(), parent+": ") {
 				t.Fatalf("child %q: error %q does not start with the parent %s", js, err, parent)
@@ -49,7 +61,9 @@ func FuzzParseChild(f *testing.F) {
 
 // FuzzParseConfig feeds a top-level policy's ParseConfig, which takes the
 // outlierEjection field out before the policy's own parser sees the rest:
-// it never panics, every error names the policy, an accepted config has
+// it never panics, every error names the policy and is short however
+// large the config (lbtest.CheckConfig), an accepted config is one JSON
+// object (or null, or empty) with nothing after it and has
 // its ejection defaults applied and in range, and the config marshalled
 // again parses to an equal configuration.
 func FuzzParseConfig(f *testing.F) {
@@ -70,14 +84,15 @@ func FuzzParseConfig(f *testing.F) {
 	} {
 		f.Add(s)
 	}
+	for _, s := range append(lbtest.TrailingConfigs(), lbtest.HugeConfigs(``)...) {
+		f.Add(s)
+	}
 	const name = "lodestar_fuzz_policy"
 	b := builder{name: name, parse: RoundRobinParser(name)}
 	f.Fuzz(func(t *testing.T, js string) {
 		got, err := b.ParseConfig(json.RawMessage(js))
+		lbtest.CheckConfig(t, name, js, err)
 		if err != nil {
-			if !strings.Contains(err.Error(), name) {
-				t.Fatalf("config %q: error %q does not name %s", js, err, name)
-			}
 			return
 		}
 		cfg := got.(*lbConfig)

@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/lodestar-rpc/lodestar/discovery"
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
@@ -98,32 +99,56 @@ func RoundRobinParser(name string) Parser {
 	}
 }
 
-// Strict decodes js (empty means defaults) into v, refusing unknown
-// fields, with an error naming the policy.
+// Strict decodes js into v, refusing unknown fields, with an error naming
+// the policy. An empty js, or null (as grpc's own policies take it), means
+// defaults; anything else must be one JSON object with nothing after it.
+// Errors quote the config and the parts of it they name by a bounded
+// prefix.
 func Strict(name string, js json.RawMessage, v any) error {
-	if len(bytes.TrimSpace(js)) == 0 || string(bytes.TrimSpace(js)) == "null" {
+	trimmed := trimJSONSpace(js)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
 		return nil
 	}
-	dec := json.NewDecoder(bytes.NewReader(js))
+	if d := depth(trimmed, MaxDepth); d > MaxDepth {
+		return fmt.Errorf("%s: config %s: nested more than %d levels deep", name, shown(js), MaxDepth)
+	}
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%s: config %s: %v", name, js, err)
+		return fmt.Errorf("%s: config %s: %w", name, shown(js), decodeErr(err))
+	}
+	if dec.InputOffset() != int64(len(trimmed)) {
+		// Offset in js of the first byte after the value and its spaces.
+		lead, after := len(js)-len(bytes.TrimLeft(js, jsonSpace)), trimmed[dec.InputOffset():]
+		at := lead + int(dec.InputOffset()) + len(after) - len(bytes.TrimLeft(after, jsonSpace))
+		return fmt.Errorf("%s: config %s: data after the first JSON value, at byte %d", name, shown(js), at)
+	}
+	if trimmed[0] != '{' {
+		return fmt.Errorf("%s: config %s: want a JSON object", name, shown(js))
 	}
 	return nil
 }
 
+// trimJSONSpace returns js without the white space JSON allows around a
+// value (space, tab, CR, LF; not the other Unicode spaces).
+func trimJSONSpace(js []byte) []byte { return bytes.Trim(js, jsonSpace) }
+
+const jsonSpace = " \t\r\n"
+
 // ParseChild parses a child policy given as {"<name>": {<config>}}; an
-// empty js means round_robin. parent names the nesting policy in errors.
+// empty js or null means round_robin. parent names the nesting policy in
+// errors.
 func ParseChild(parent string, js json.RawMessage) (Spec, error) {
-	if len(bytes.TrimSpace(js)) == 0 || string(bytes.TrimSpace(js)) == "null" {
+	trimmed := trimJSONSpace(js)
+	if len(trimmed) == 0 || string(trimmed) == "null" {
 		return rrSpec{}, nil
 	}
 	var m map[string]json.RawMessage
-	if err := json.Unmarshal(js, &m); err != nil {
-		return nil, fmt.Errorf("%s: pick %s: want {\"<policy>\": {...}}: %v", parent, js, err)
+	if err := json.Unmarshal(trimmed, &m); err != nil {
+		return nil, fmt.Errorf("%s: pick %s: want {\"<policy>\": {...}}: %w", parent, shown(js), decodeErr(err))
 	}
 	if len(m) != 1 {
-		return nil, fmt.Errorf("%s: pick %s: want exactly one policy, got %d", parent, js, len(m))
+		return nil, fmt.Errorf("%s: pick %s: want exactly one policy, got %d", parent, shown(js), len(m))
 	}
 	for name, cfg := range m {
 		mu.RLock()
@@ -135,7 +160,7 @@ func ParseChild(parent string, js json.RawMessage) (Spec, error) {
 		mu.RUnlock()
 		if !ok {
 			sort.Strings(known)
-			return nil, fmt.Errorf("%s: pick: unknown policy %q (known: %s; import its lodestar/lb package)", parent, name, strings.Join(known, ", "))
+			return nil, fmt.Errorf("%s: pick: unknown policy %s (known: %s; import its lodestar/lb package)", parent, quote.Bounded(name), strings.Join(known, ", "))
 		}
 		spec, err := parse(cfg)
 		if err != nil {
@@ -157,14 +182,14 @@ type lbConfig struct {
 // config, returning the rest for the policy's parser.
 func splitEjection(name string, js json.RawMessage) (json.RawMessage, lb.OutlierEjection, error) {
 	var ej lb.OutlierEjection
-	trimmed := bytes.TrimSpace(js)
+	trimmed := trimJSONSpace(js)
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		ej, err := ej.WithDefaults()
 		return js, ej, err
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(trimmed, &m); err != nil {
-		return nil, ej, fmt.Errorf("%s: config %s: %v", name, js, err)
+		return nil, ej, fmt.Errorf("%s: config %s: %w", name, shown(js), decodeErr(err))
 	}
 	raw, ok := m[lb.EjectionField]
 	if ok {
