@@ -5,11 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/mvccpb"
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -26,9 +23,13 @@ type session struct {
 }
 
 type loopState struct {
-	ses    *session
-	lostAt time.Time // when the last lease was lost; zero if never or recovered
-	fails  int       // consecutive failed steps
+	ses     *session
+	lostAt  time.Time     // when the last lease was lost; zero if never or recovered
+	fails   int           // consecutive failed steps
+	slow    int           // consecutive requests etcd did not answer in time
+	rtt     time.Duration // slowest recent round trip of a request
+	refused []refusal     // writes etcd refused in this step
+	wakeAt  time.Time     // step again then (a paced repair), if not zero
 }
 
 func (r *Registrar) run() {
@@ -42,6 +43,7 @@ func (r *Registrar) run() {
 	for {
 		var retry <-chan time.Time
 		var timer *time.Timer
+		wait := time.Duration(-1)
 		if err := r.step(&st); err != nil {
 			if r.ctx.Err() != nil {
 				return
@@ -57,12 +59,19 @@ func (r *Registrar) run() {
 				return
 			}
 			st.fails++
-			d := r.backoff(st.fails)
-			r.emit(Event{Kind: EventRetrying, Attempt: st.fails, Backoff: d, Err: err, Lease: r.Lease()})
-			timer = time.NewTimer(d)
-			retry = timer.C
+			wait = r.backoff(st.fails)
+			r.reportRetry(&st, err, wait)
 		} else {
 			st.fails = 0
+		}
+		if !st.wakeAt.IsZero() {
+			if d := max(time.Until(st.wakeAt), 0); wait < 0 || d < wait {
+				wait = d
+			}
+		}
+		if wait >= 0 {
+			timer = time.NewTimer(wait)
+			retry = timer.C
 		}
 	wait:
 		for {
@@ -101,10 +110,27 @@ func (r *Registrar) run() {
 	}
 }
 
+// reportRetry reports a failed step: one event per write etcd refused,
+// naming its key, and one for the step when something else failed.
+func (r *Registrar) reportRetry(st *loopState, err error, wait time.Duration) {
+	lease := r.Lease()
+	for _, rf := range st.refused {
+		r.emit(Event{Kind: EventRetrying, Attempt: st.fails, Backoff: wait, Key: rf.key, Lease: lease,
+			Err: fmt.Errorf("registry: etcd refused the write of this instance alone; the others go on: %w", rf.err)})
+	}
+	var re *refusedError
+	if !errors.As(err, &re) {
+		r.emit(Event{Kind: EventRetrying, Attempt: st.fails, Backoff: wait, Err: err, Lease: lease})
+	}
+}
+
 // step brings etcd in line with the registrar's entries. It returns the
-// first error; the caller retries after a backoff.
+// first error that stopped it (etcd not answering, the lease lost), or,
+// when all it could not write was refused by etcd one key at a time, a
+// *refusedError; the caller retries after a backoff.
 func (r *Registrar) step(st *loopState) error {
-	if err := r.deletePending(); err != nil {
+	st.refused, st.wakeAt = nil, time.Time{}
+	if err := r.deletePending(st); err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -113,13 +139,14 @@ func (r *Registrar) step(st *loopState) error {
 	if n == 0 {
 		// Nothing to hold: lost leases keep nothing of ours, and there is
 		// no outage to report.
-		r.revokeOld()
+		r.revokeOld(st)
 		st.lostAt = time.Time{}
 		r.settle(st)
-		return nil
+		return r.refusedErr(st)
 	}
 	if st.ses == nil {
 		if err := r.grant(st); err != nil {
+			r.failPending(err)
 			return err
 		}
 	}
@@ -127,7 +154,27 @@ func (r *Registrar) step(st *loopState) error {
 		return err
 	}
 	r.settle(st)
-	return nil
+	return r.refusedErr(st)
+}
+
+func (r *Registrar) refusedErr(st *loopState) error {
+	if len(st.refused) == 0 {
+		return nil
+	}
+	return &refusedError{refusals: st.refused}
+}
+
+// failPending records err as the last error of every entry not yet
+// written, so that a PendingError says which step failed.
+func (r *Registrar) failPending(err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.entries {
+		if e.synced < e.gen {
+			e.err = err
+		}
+	}
+	r.broadcastLocked()
 }
 
 func (r *Registrar) grant(st *loopState) error {
@@ -138,17 +185,20 @@ func (r *Registrar) grant(st *loopState) error {
 			cc.ResetConnectBackoff()
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.requestTimeout)
-	g, err := r.cli.Grant(ctx, r.ttl)
-	cancel()
+	var g *clientv3.LeaseGrantResponse
+	err := r.request(st, fmt.Sprintf("grant a %ds lease", r.ttl), func(ctx context.Context) error {
+		var err error
+		g, err = r.cli.Grant(ctx, r.ttl)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("grant lease: %w", err)
+		return err
 	}
 	kctx, kcancel := context.WithCancel(r.ctx)
 	ka, err := r.cli.KeepAlive(kctx, g.ID)
 	if err != nil {
 		kcancel()
-		r.revokeQuietly(g.ID)
+		r.revokeQuietly(st, g.ID)
 		return fmt.Errorf("keep lease %x alive: %w", int64(g.ID), err)
 	}
 	st.ses = &session{id: g.ID, ka: ka, cancel: kcancel}
@@ -161,72 +211,11 @@ func (r *Registrar) grant(st *loopState) error {
 	return nil
 }
 
-type pendingPut struct {
-	e   *entry
-	gen uint64
-	val string
-}
-
-func (r *Registrar) putPending(st *loopState) error {
-	r.mu.Lock()
-	var todo []pendingPut
-	for _, e := range r.entries {
-		if e.synced < e.gen {
-			todo = append(todo, pendingPut{e, e.gen, e.val})
-		}
-	}
-	r.mu.Unlock()
-	slices.SortFunc(todo, func(a, b pendingPut) int { return strings.Compare(a.e.key, b.e.key) })
-	lease := st.ses.id
-	for chunk := range slices.Chunk(todo, 64) {
-		ops := make([]clientv3.Op, len(chunk))
-		for i, p := range chunk {
-			ops[i] = clientv3.OpPut(p.e.key, p.val, clientv3.WithLease(lease))
-		}
-		ctx, cancel := context.WithTimeout(r.ctx, r.opts.requestTimeout)
-		resp, err := r.cli.Txn(ctx).Then(ops...).Commit()
-		cancel()
-		if err != nil {
-			err = fmt.Errorf("put %s: %w", describe(chunk), err)
-			if errors.Is(err, rpctypes.ErrLeaseNotFound) {
-				r.leaseLost(st, err)
-			}
-			r.mu.Lock()
-			for _, p := range chunk {
-				p.e.err = err
-			}
-			r.broadcastLocked()
-			r.mu.Unlock()
-			return err
-		}
-		rev := resp.Header.Revision
-		r.mu.Lock()
-		for _, p := range chunk {
-			if cur := r.entries[p.e.key]; cur != p.e {
-				continue // deregistered meanwhile; its delete follows
-			}
-			if p.e.synced < p.gen {
-				p.e.synced = p.gen
-			}
-			p.e.err = nil
-			if p.e.guard == 0 {
-				gctx, gcancel := context.WithCancel(r.ctx)
-				r.guardSeq++
-				p.e.guard, p.e.guardCancel = r.guardSeq, gcancel
-				r.wg.Add(1)
-				go r.guard(gctx, p.e.key, r.guardSeq, lease, rev+1)
-			}
-		}
-		r.broadcastLocked()
-		r.mu.Unlock()
-	}
-	return nil
-}
-
 // deletePending deletes the keys of deregistered instances, but only where
 // they are still held by one of the registrar's leases: a key that another
-// registrar has taken over since is not ours to delete.
-func (r *Registrar) deletePending() error {
+// registrar has taken over since is not ours to delete. A delete etcd
+// refuses fails that key alone.
+func (r *Registrar) deletePending(st *loopState) error {
 	r.mu.Lock()
 	keys := make([]string, 0, len(r.deleting))
 	for k := range r.deleting {
@@ -242,12 +231,13 @@ func (r *Registrar) deletePending() error {
 	for _, k := range keys {
 		var err error
 		for _, id := range leases {
-			ctx, cancel := context.WithTimeout(r.ctx, r.opts.requestTimeout)
-			_, err = r.cli.Txn(ctx).
-				If(clientv3.Compare(clientv3.LeaseValue(k), "=", int64(id))).
-				Then(clientv3.OpDelete(k)).
-				Commit()
-			cancel()
+			err = r.request(st, "delete "+k, func(ctx context.Context) error {
+				_, err := r.cli.Txn(ctx).
+					If(clientv3.Compare(clientv3.LeaseValue(k), "=", int64(id))).
+					Then(clientv3.OpDelete(k)).
+					Commit()
+				return err
+			})
 			if err != nil {
 				break
 			}
@@ -263,7 +253,11 @@ func (r *Registrar) deletePending() error {
 		r.broadcastLocked()
 		r.mu.Unlock()
 		if err != nil {
-			return fmt.Errorf("delete %s: %w", k, err)
+			if refused(err) {
+				st.refused = append(st.refused, refusal{key: k, err: err})
+				continue
+			}
+			return err
 		}
 	}
 	return nil
@@ -304,7 +298,7 @@ func (r *Registrar) settle(st *loopState) {
 	// The instances now live under the new lease; the old ones, if etcd
 	// kept them (a restart with data restores leases), hold nothing of ours
 	// and would linger for a TTL.
-	r.revokeOld()
+	r.revokeOld(st)
 	r.emit(Event{Kind: EventReregistered, Lease: st.ses.id, Instances: n, Outage: outage})
 }
 
@@ -352,105 +346,19 @@ func (r *Registrar) lossReason(id clientv3.LeaseID) error {
 
 // revokeOld revokes the lost leases, best effort: one that cannot be revoked
 // now expires by itself within a TTL.
-func (r *Registrar) revokeOld() {
+func (r *Registrar) revokeOld(st *loopState) {
 	r.mu.Lock()
 	old := r.oldLeases
 	r.oldLeases = nil
 	r.mu.Unlock()
 	for _, id := range old {
-		r.revokeQuietly(id)
+		r.revokeQuietly(st, id)
 	}
 }
 
-func (r *Registrar) revokeQuietly(id clientv3.LeaseID) {
-	ctx, cancel := context.WithTimeout(r.ctx, r.opts.requestTimeout)
-	defer cancel()
-	_, _ = r.cli.Revoke(ctx, id)
-}
-
-// guard watches one key written under lease and tells the loop when it is
-// deleted or overwritten by someone else, so that an instance never stays
-// silently missing from etcd while its lease lives.
-func (r *Registrar) guard(ctx context.Context, key string, token uint64, lease clientv3.LeaseID, rev int64) {
-	defer r.wg.Done()
-	fails := 0
-	for ctx.Err() == nil {
-		wch := r.cli.Watch(clientv3.WithRequireLeader(ctx), key, clientv3.WithRev(rev), clientv3.WithPrevKV())
-		for resp := range wch {
-			if err := resp.Err(); err != nil {
-				if resp.CompactRevision > 0 {
-					// Events were lost to compaction: write the key again
-					// and watch from what is left.
-					rev = resp.CompactRevision
-					r.sendKey(ctx, keyEvent{key: key, guard: token, verify: true})
-				}
-				break
-			}
-			fails = 0
-			for _, ev := range resp.Events {
-				rev = ev.Kv.ModRevision + 1
-				switch {
-				case ev.Type == mvccpb.DELETE:
-					var prev clientv3.LeaseID
-					if ev.PrevKv != nil {
-						prev = clientv3.LeaseID(ev.PrevKv.Lease)
-					}
-					r.sendKey(ctx, keyEvent{key: key, guard: token, deleted: true, lease: prev})
-				case clientv3.LeaseID(ev.Kv.Lease) != lease:
-					r.sendKey(ctx, keyEvent{key: key, guard: token, lease: clientv3.LeaseID(ev.Kv.Lease)})
-				}
-			}
-		}
-		fails++
-		t := time.NewTimer(r.backoff(fails))
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
-		}
-	}
-}
-
-func (r *Registrar) sendKey(ctx context.Context, ev keyEvent) {
-	select {
-	case r.keyCh <- ev:
-	case <-ctx.Done():
-	}
-}
-
-// onKeyEvent applies a guard's report; it returns whether to step.
-func (r *Registrar) onKeyEvent(ev keyEvent) bool {
-	r.mu.Lock()
-	e := r.entries[ev.key]
-	if e == nil || e.guard != ev.guard { // from a guard stopped since
-
-		r.mu.Unlock()
-		return false
-	}
-	lease := r.lease
-	var report error
-	switch {
-	case ev.verify:
-		e.synced = 0
-	case ev.deleted:
-		e.synced = 0
-		if lease != 0 && ev.lease == lease {
-			report = errors.New("registry: key deleted from etcd (by someone else, or with its lease); putting it back")
-		}
-	default:
-		report = fmt.Errorf("registry: key overwritten in etcd under lease %x, not ours (%x): another registrar uses this service and id", int64(ev.lease), int64(lease))
-	}
-	r.mu.Unlock()
-	if report != nil {
-		r.emit(Event{Kind: EventKeyLost, Lease: lease, Key: ev.key, Err: report})
-	}
-	return ev.verify || ev.deleted
-}
-
-func describe(chunk []pendingPut) string {
-	if len(chunk) == 1 {
-		return chunk[0].e.key
-	}
-	return fmt.Sprintf("%d keys starting %s", len(chunk), chunk[0].e.key)
+func (r *Registrar) revokeQuietly(st *loopState, id clientv3.LeaseID) {
+	_ = r.request(st, "revoke", func(ctx context.Context) error {
+		_, err := r.cli.Revoke(ctx, id)
+		return err
+	})
 }

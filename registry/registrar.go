@@ -13,6 +13,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
 // Errors returned by a Registrar.
@@ -20,6 +22,8 @@ var (
 	ErrClosed      = errors.New("registry: registrar closed")
 	ErrDuplicateID = errors.New("registry: instance id already registered by this registrar")
 	ErrNotFound    = errors.New("registry: no such instance in this registrar")
+	// ErrValueTooLarge: the instance's value would be over MaxValueBytes.
+	ErrValueTooLarge = errors.New("registry: instance value too large")
 )
 
 // PendingError is returned by Register and the update methods when their
@@ -35,7 +39,7 @@ type PendingError struct {
 func (e *PendingError) Error() string {
 	s := fmt.Sprintf("registry: %s not yet written to etcd (kept, retrying in background): %v", e.Key, e.Err)
 	if e.LastErr != nil {
-		s += "; last etcd error: " + e.LastErr.Error()
+		s += "; last attempt: " + e.LastErr.Error()
 	}
 	return s
 }
@@ -93,23 +97,22 @@ type Registrar struct {
 }
 
 type entry struct {
-	inst   Instance
-	key    string
-	val    string
-	gen    uint64 // bumped on every change
-	synced uint64 // gen written under the live lease; 0 = not written
-	err    error  // last write error
+	inst     Instance
+	key      string
+	val      string
+	gen      uint64 // bumped on every change
+	synced   uint64 // gen written under the live lease; 0 = not written
+	err      error  // last write error
+	rev      int64  // mod revision of the last write that etcd confirmed
+	mayExist bool   // a write may have reached etcd: Deregister must delete
+	refusals int    // consecutive writes etcd refused
+
+	repairs    int       // puts back after another writer, since lastRepair-repairQuiet
+	lastRepair time.Time // when the last one was decided
+	notBefore  time.Time // no write before then (a paced repair)
 
 	guard       uint64             // token of the running key guard; 0 when none
 	guardCancel context.CancelFunc // stops it
-}
-
-type keyEvent struct {
-	key     string
-	guard   uint64           // token of the guard that saw it
-	deleted bool             // else: overwritten under another lease
-	lease   clientv3.LeaseID // lease of the key before the delete, or the new owner's
-	verify  bool             // the guard missed events: write the key again
 }
 
 // New returns a Registrar that writes through cli. It does not contact etcd
@@ -168,6 +171,9 @@ func (r *Registrar) Register(ctx context.Context, inst Instance) (string, error)
 		return "", err
 	}
 	key := Key(r.opts.prefix, in.Service, in.ID)
+	if err := checkSize(key, val); err != nil {
+		return "", err
+	}
 	r.mu.Lock()
 	if err := r.closedLocked(); err != nil {
 		r.mu.Unlock()
@@ -199,10 +205,18 @@ func (r *Registrar) Deregister(ctx context.Context, service, id string) error {
 	e, ok := r.entries[key]
 	if !ok {
 		r.mu.Unlock()
-		return fmt.Errorf("%w: %s", ErrNotFound, key)
+		return fmt.Errorf("%w: %s", ErrNotFound, quote.Bounded(key))
 	}
 	delete(r.entries, key)
 	e.stopGuard()
+	if !e.mayExist {
+		// Every write of it was refused, or none was sent: there is
+		// nothing in etcd to delete.
+		r.broadcastLocked()
+		r.mu.Unlock()
+		r.wake()
+		return nil
+	}
 	r.deleting[key] = nil
 	r.state = StatePending
 	r.mu.Unlock()
@@ -245,7 +259,7 @@ func (r *Registrar) Update(ctx context.Context, service, id string, f func(*Meta
 		e, ok := r.entries[key]
 		if !ok {
 			r.mu.Unlock()
-			return fmt.Errorf("%w: %s", ErrNotFound, key)
+			return fmt.Errorf("%w: %s", ErrNotFound, quote.Bounded(key))
 		}
 		addr, md, seen := e.inst.Addr, e.inst.Metadata, e.gen
 		md.Labels = cloneLabels(md.Labels)
@@ -253,11 +267,14 @@ func (r *Registrar) Update(ctx context.Context, service, id string, f func(*Meta
 
 		f(&md)
 		if err := md.validate(); err != nil {
-			return fmt.Errorf("registry: update %s: %w", key, err)
+			return fmt.Errorf("registry: update %s: %w", quote.Bounded(key), err)
 		}
 		md.Labels = cloneLabels(md.Labels)
 		val, err := Encode(addr, md)
 		if err != nil {
+			return err
+		}
+		if err := checkSize(key, val); err != nil {
 			return err
 		}
 
@@ -467,6 +484,15 @@ func (r *Registrar) emit(ev Event) {
 		slog.String("lease", fmt.Sprintf("%x", int64(ev.Lease))), slog.Int("instances", ev.Instances),
 		slog.String("key", ev.Key), slog.Duration("outage", ev.Outage), slog.Any("err", ev.Err))
 	r.opts.onEvent(ev)
+}
+
+// checkSize refuses a value over MaxValueBytes.
+func checkSize(key string, val []byte) error {
+	if len(val) > MaxValueBytes {
+		return fmt.Errorf("%w: %s: %d bytes, over the limit of %d (MaxValueBytes); shorten its labels or metadata",
+			ErrValueTooLarge, key, len(val), MaxValueBytes)
+	}
+	return nil
 }
 
 func cloneLabels(m map[string]string) map[string]string {

@@ -14,7 +14,8 @@ import (
 
 // Proxy is a loopback TCP proxy in front of one address. Point a client at
 // Endpoint, then Pause, Resume or Reset the proxy to simulate a network
-// partition between that client and etcd.
+// partition between that client and etcd, or SetDelay to simulate a slow
+// link.
 type Proxy struct {
 	target func() string // address to dial; "" refuses connections
 	ln     net.Listener
@@ -26,6 +27,7 @@ type Proxy struct {
 	closed   bool
 	paused   bool
 	resumed  chan struct{} // closed on Resume; replaced by Pause
+	delay    time.Duration // added to every chunk of data, each way
 	conns    map[*proxyConn]struct{}
 	accepted int // connections accepted so far
 
@@ -110,6 +112,23 @@ func (p *Proxy) Resume() {
 		p.paused = false
 		close(p.resumed)
 	}
+}
+
+// SetDelay makes the proxy hold every chunk of data it reads for d before
+// forwarding it, in both directions, on current and new connections: a
+// round trip through the proxy takes 2*d longer. Order is kept and the
+// data already held keeps the delay it was read with; throughput is not
+// limited. 0 (the default) forwards at once.
+func (p *Proxy) SetDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = max(d, 0)
+}
+
+func (p *Proxy) currentDelay() time.Duration {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.delay
 }
 
 // Reset abruptly closes (with a TCP RST) every current connection, on both
@@ -221,23 +240,52 @@ func (p *Proxy) handle(pc *proxyConn) {
 	wg.Wait()
 }
 
-// forward copies src to dst, holding data while the proxy is paused. At EOF
-// it half-closes dst; on any error it tears down the pair.
+// chunk is data read from one side, to be written to the other at due;
+// a chunk with err set ends the direction.
+type chunk struct {
+	data []byte
+	due  time.Time
+	err  error
+}
+
+// heldChunks bounds the data read ahead of the writer, per direction.
+const heldChunks = 64
+
+// forward copies src to dst, each chunk after the proxy's delay, holding
+// data while the proxy is paused. At EOF it half-closes dst; on any error
+// it tears down the pair. A reader goroutine, which forward waits for,
+// reads ahead so that the delay does not limit throughput.
 func (p *Proxy) forward(pc *proxyConn, dst, src net.Conn) {
-	buf := make([]byte, 32*1024)
+	ch := make(chan chunk, heldChunks)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() { p.read(pc, src, ch) })
 	for {
-		n, err := src.Read(buf)
-		if n > 0 {
+		var c chunk
+		select {
+		case c = <-ch:
+		case <-pc.done:
+			return
+		case <-p.ctx.Done():
+			pc.close(false)
+			return
+		}
+		if !p.waitDue(pc, c.due) {
+			pc.close(false)
+			return
+		}
+		if len(c.data) > 0 {
 			if !p.waitResumed(pc) {
+				pc.close(false)
 				return
 			}
-			if _, werr := dst.Write(buf[:n]); werr != nil {
+			if _, werr := dst.Write(c.data); werr != nil {
 				pc.close(false)
 				return
 			}
 		}
-		if err != nil {
-			if errors.Is(err, io.EOF) && p.waitResumed(pc) {
+		if c.err != nil {
+			if errors.Is(c.err, io.EOF) && p.waitResumed(pc) {
 				if cw, ok := dst.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
 					return
 				}
@@ -245,6 +293,46 @@ func (p *Proxy) forward(pc *proxyConn, dst, src net.Conn) {
 			pc.close(false)
 			return
 		}
+	}
+}
+
+// read reads src into chunks stamped with the time they are due, until
+// an error, which it sends last, or until the pair is closed.
+func (p *Proxy) read(pc *proxyConn, src net.Conn, ch chan<- chunk) {
+	buf := make([]byte, 32*1024)
+	for {
+		n, err := src.Read(buf)
+		c := chunk{due: time.Now().Add(p.currentDelay()), err: err}
+		if n > 0 {
+			c.data = append([]byte(nil), buf[:n]...)
+		}
+		select {
+		case ch <- c:
+		case <-pc.done:
+			return
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// waitDue waits until due. It returns false if the connection or the
+// proxy was closed meanwhile.
+func (p *Proxy) waitDue(pc *proxyConn, due time.Time) bool {
+	d := time.Until(due)
+	if d <= 0 {
+		return true
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-pc.done:
+		return false
+	case <-p.ctx.Done():
+		return false
 	}
 }
 
