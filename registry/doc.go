@@ -17,10 +17,31 @@
 // restarted with its data wiped, the lease revoked by an operator, the
 // keepalive stream closed — the Registrar grants a new lease and puts every
 // instance back, retrying with jittered backoff for as long as it lives. It
-// also watches its own keys and puts back one that someone deletes. Every
+// also watches its own keys and puts back one that someone deletes, or
+// overwrites with another value under the registrar's own lease (repairs
+// of a key overwritten again and again are paced by the backoff). Every
 // step is reported as an Event (WithEventHandler) and logged
 // (WithLogger). Registrations made while etcd is away are kept and written
 // when it answers.
+//
+// # One instance never holds up the others
+//
+// An instance's value (its JSON) may take at most MaxValueBytes (1 MiB,
+// under etcd's default 1.5 MiB request limit); Register and Update refuse
+// a larger one with ErrValueTooLarge. Writes go to etcd in transactions
+// bounded by count and by bytes. A write etcd refuses for one key (its role
+// may not write that service, say) fails that instance alone: it is
+// reported as an EventRetrying naming the key and retried with backoff,
+// while every other Register, Update and Deregister goes through.
+//
+// # A slow etcd
+//
+// Each etcd request is bounded by the request timeout (WithRequestTimeout)
+// at first; while etcd does not answer in time the timeout doubles, up to
+// 16 times the option, and it never falls under three times the slowest
+// recent round trip. A Register that gives up first returns a
+// *PendingError whose LastErr names the step that failed (grant, put,
+// delete) and why.
 //
 // Close deletes the keys and revokes the lease within a bounded time;
 // Orphan leaves them to expire, as a crashed process would.

@@ -23,10 +23,14 @@ const (
 	// loss to every instance being back.
 	EventReregistered
 	// EventRetrying: a grant, put or delete failed; the registrar tries
-	// again after Backoff. Err says what failed.
+	// again after Backoff. Err says what failed. When etcd refused the
+	// write of one instance alone (permission denied, say), Key names it:
+	// the other instances are written meanwhile.
 	EventRetrying
-	// EventKeyLost: an instance key was deleted or taken over in etcd by
-	// someone else while the lease was alive. The registrar puts it back.
+	// EventKeyLost: an instance key was deleted, taken over under another
+	// lease, or given another value under the registrar's own lease, by
+	// someone else while the lease was alive. The registrar puts it back,
+	// except where another lease holds it.
 	EventKeyLost
 	// EventClosed: Close finished (Err is its result) or Orphan was
 	// called.
@@ -58,7 +62,7 @@ type Event struct {
 	Time      time.Time
 	Lease     clientv3.LeaseID // the lease concerned (the new one after a re-grant)
 	Instances int              // instances held by the registrar
-	Key       string           // the key concerned, for EventKeyLost
+	Key       string           // the key concerned, for EventKeyLost and a refused write's EventRetrying
 	Attempt   int              // consecutive failures, for EventRetrying
 	Backoff   time.Duration    // wait before the next attempt, for EventRetrying
 	Outage    time.Duration    // loss noticed → all back, for EventReregistered

@@ -57,8 +57,11 @@ func WithTTL(ttl time.Duration) Option {
 	return optionFunc(func(o *options) { o.ttl = ttl })
 }
 
-// WithRequestTimeout bounds each etcd request (default 3 s). A request
-// that times out is retried with backoff.
+// WithRequestTimeout bounds each etcd request at first (default 3 s). A
+// request that times out is retried with backoff under a timeout doubled
+// each time, up to 16 times d, and never under three times the slowest
+// recent round trip to etcd, so a slow link delays registration instead
+// of stopping it.
 func WithRequestTimeout(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.requestTimeout = d })
 }

@@ -32,7 +32,7 @@ var (
 // up.
 type PendingError struct {
 	Key     string
-	LastErr error // the last etcd error, if any attempt failed
+	LastErr error // why the last attempt failed (the step and etcd's answer or timeout), if one did
 	Err     error // the context's error
 }
 
