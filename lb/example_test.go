@@ -4,14 +4,15 @@ import (
 	"fmt"
 	"testing"
 
-	"go.uber.org/goleak"
-
+	"github.com/lodestar-rpc/lodestar/internal/lbtest"
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/lb/latency"
 	"github.com/lodestar-rpc/lodestar/lb/locality"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for goroutines left over, giving those that are ending
+// time to end (lbtest.VerifyTestMain).
+func TestMain(m *testing.M) { lbtest.VerifyTestMain(m) }
 
 // A locality policy that picks by latency inside each tier.
 func ExampleChild() {

@@ -68,7 +68,7 @@ func (r *Rig) Add(md registry.Metadata) int {
 func (r *Rig) AddWith(md registry.Metadata, opts ...grpc.ServerOption) int {
 	r.t.Helper()
 	s := testserver.StartWith(r.t, opts...)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if _, err := r.Reg.Register(ctx, registry.Instance{Service: Service, Addr: s.Addr, Metadata: md}); err != nil {
 		r.t.Fatal(err)
@@ -137,7 +137,7 @@ func LBConfig(t testing.TB, name string, config any) string {
 // that answered it.
 func (r *Rig) Call(ctx context.Context, conn *grpc.ClientConn) (int, error) {
 	var p peer.Peer
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if err := testserver.Call(ctx, conn, grpc.Peer(&p)); err != nil {
 		return -1, err
@@ -164,11 +164,11 @@ func (r *Rig) Counts(ctx context.Context, conn *grpc.ClientConn, n int) []int {
 }
 
 // WaitAll makes calls until every server in want has answered one, or
-// fails the test after 15 s.
+// fails the test after 30 s (a bound on a hang only).
 func (r *Rig) WaitAll(conn *grpc.ClientConn, want ...int) {
 	r.t.Helper()
 	seen := map[int]bool{}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for {
 		all := true
 		for _, i := range want {

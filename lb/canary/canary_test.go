@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/metadata"
 
@@ -20,7 +19,9 @@ import (
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for goroutines left over, giving those that are ending
+// time to end (lbtest.VerifyTestMain).
+func TestMain(m *testing.M) { lbtest.VerifyTestMain(m) }
 
 func TestParseConfig(t *testing.T) {
 	p := balancer.Get(canary.Name).(balancer.ConfigParser)
@@ -58,7 +59,7 @@ func TestPinSplitAndFallback(t *testing.T) {
 	conn := r.Dial(canary.Name, canary.Config{Version: "v2", Stable: "v1", Percent: 10, Pick: lb.Child(leastrequest.Name, nil)})
 	r.WaitAll(conn, 0, 1, 2) // stable instances ready
 	for _, v := range []string{"v2", "v3"} {
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(30 * time.Second) // bounds a hang only
 		for {
 			i, err := r.Call(pin(v), conn)
 			if err != nil {
@@ -95,7 +96,7 @@ func TestPinSplitAndFallback(t *testing.T) {
 	}
 
 	// The canary goes away: every call succeeds on stable.
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.Reg.Deregister(ctx, lbtest.Service, r.Srv[3].Addr); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"testing"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/metadata"
@@ -19,7 +18,9 @@ import (
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for goroutines left over, giving those that are ending
+// time to end (lbtest.VerifyTestMain).
+func TestMain(m *testing.M) { lbtest.VerifyTestMain(m) }
 
 func TestParseConfig(t *testing.T) {
 	p := balancer.Get(hash.Name).(balancer.ConfigParser)

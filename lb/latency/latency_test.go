@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/codes"
 
@@ -16,7 +15,9 @@ import (
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for goroutines left over, giving those that are ending
+// time to end (lbtest.VerifyTestMain).
+func TestMain(m *testing.M) { lbtest.VerifyTestMain(m) }
 
 func TestParseConfig(t *testing.T) {
 	p := balancer.Get(latency.Name).(balancer.ConfigParser)
@@ -40,34 +41,49 @@ func TestParseConfig(t *testing.T) {
 }
 
 // With one of three instances 10× slower, it gets under 10% of calls;
-// once it recovers, traffic returns to it.
+// once it recovers, traffic returns to it. The slow instance gets only its
+// probes, one per probe interval, so its share falls as calls come faster:
+// with a 1 s interval it stays under 10% unless calls take 100 ms on
+// average, however loaded the machine; and calls are made for at least
+// three intervals, so it is probed however fast they are.
 func TestSlowInstanceAvoidedThenBack(t *testing.T) {
 	r := lbtest.New(t, registry.Metadata{}, registry.Metadata{}, registry.Metadata{})
-	const base = 2 * time.Millisecond
+	const (
+		base  = 2 * time.Millisecond
+		probe = time.Second
+	)
 	r.Srv[0].SetDelay(10 * base)
 	r.Srv[1].SetDelay(base)
 	r.Srv[2].SetDelay(base)
-	conn := r.Dial(latency.Name, latency.Config{ProbeInterval: lb.Duration(200 * time.Millisecond)})
+	conn := r.Dial(latency.Name, latency.Config{ProbeInterval: lb.Duration(probe)})
 	r.WaitAll(conn, 0, 1, 2)
 	ctx := context.Background()
 
 	// Let the averages learn (a few decay times' worth of calls), then
 	// measure.
 	r.Counts(ctx, conn, 300)
-	c := r.Counts(ctx, conn, 1000)
-	slow := float64(c[0]) / 1000
+	c := make([]int, len(r.Srv))
+	n := 0
+	for start := time.Now(); n < 1000 || time.Since(start) < 3*probe; n++ {
+		i, err := r.Call(ctx, conn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c[i]++
+	}
+	slow := float64(c[0]) / float64(n)
 	t.Logf("slow instance: calls per server %v, share %.3f", c, slow)
 	if slow >= 0.10 {
 		t.Errorf("10× slow instance got %.3f of calls, want under 0.10", slow)
 	}
 	if c[0] == 0 {
-		t.Errorf("slow instance was never probed")
+		t.Errorf("slow instance was never probed in %d calls over at least %v", n, 3*probe)
 	}
 
 	// Recovered: within a few probes its average falls and it gets its
 	// share again.
 	r.Srv[0].SetDelay(base)
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(time.Minute) // bounds a hang only
 	for {
 		c := r.Counts(ctx, conn, 300)
 		got := float64(c[0]) / 300

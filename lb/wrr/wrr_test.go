@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/balancer"
 
@@ -16,7 +15,9 @@ import (
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain checks for goroutines left over, giving those that are ending
+// time to end (lbtest.VerifyTestMain).
+func TestMain(m *testing.M) { lbtest.VerifyTestMain(m) }
 
 func TestParseConfig(t *testing.T) {
 	p := balancer.Get(wrr.Name).(balancer.ConfigParser)
@@ -33,7 +34,7 @@ func TestParseConfig(t *testing.T) {
 func setup(t *testing.T, weights ...int) (*lbtest.Rig, *grpc.ClientConn) {
 	t.Helper()
 	r := lbtest.New(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for _, w := range weights {
 		i := r.Add(registry.Metadata{Weight: w})
@@ -95,7 +96,7 @@ func TestSharesFollowWeightsAndChanges(t *testing.T) {
 	for i, s := range r.Srv {
 		conns[i] = s.Conns()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := r.Reg.SetWeight(ctx, lbtest.Service, r.Srv[2].Addr, 20); err != nil {
 		t.Fatal(err)
@@ -103,7 +104,7 @@ func TestSharesFollowWeightsAndChanges(t *testing.T) {
 	weights = []int{10, 20, 20}
 	// Wait until the picker carries the new weights: a window of 500
 	// calls close to the new shares.
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // bounds a hang only
 	for {
 		s := shares(t, r, conn, 500)
 		if math.Abs(s[2]-0.4) < 0.05 {
