@@ -243,16 +243,21 @@ func (r *Registrar) deletePending(st *loopState) error {
 			}
 		}
 		r.mu.Lock()
+		// A key etcd never confirmed writing, whose delete it refuses, was
+		// most likely refused its writes too; if one landed, it is under
+		// one of our leases and leaves etcd with it (Close revokes them).
+		giveUp := err != nil && refused(err) && r.unsure[k]
 		if _, ok := r.deleting[k]; ok {
-			if err != nil {
+			if err != nil && !giveUp {
 				r.deleting[k] = err
 			} else {
 				delete(r.deleting, k)
+				delete(r.unsure, k)
 			}
 		}
 		r.broadcastLocked()
 		r.mu.Unlock()
-		if err != nil {
+		if err != nil && !giveUp {
 			if refused(err) {
 				st.refused = append(st.refused, refusal{key: k, err: err})
 				continue

@@ -145,12 +145,16 @@ func (r *Registrar) written(batch []pendingPut, lease clientv3.LeaseID, rev int6
 	for _, p := range batch {
 		e := p.e
 		if cur := r.entries[e.key]; cur != e {
+			if cur == nil {
+				delete(r.unsure, e.key) // the delete that follows is needed
+			}
 			continue // deregistered meanwhile; its delete follows
 		}
 		if e.synced < p.gen {
 			e.synced = p.gen
 		}
 		e.rev = max(e.rev, rev)
+		e.confirmed = true
 		e.err = nil
 		e.refusals = 0
 		if e.guard == 0 {
@@ -180,6 +184,7 @@ func (r *Registrar) refusedPut(p pendingPut, err error) {
 		if _, ok := r.deleting[e.key]; ok {
 			if _, back := r.entries[e.key]; !back {
 				delete(r.deleting, e.key)
+				delete(r.unsure, e.key)
 			}
 		}
 	}

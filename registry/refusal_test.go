@@ -43,12 +43,12 @@ func enableAuth(t *testing.T, c *etcdtest.Cluster) *clientv3.Client {
 			t.Fatalf("etcd auth setup: %v", err)
 		}
 	}
-	return authClient(t, c, "root", "rootpw")
+	return authClient(t, c.Endpoints(), "root", "rootpw")
 }
 
-func authClient(t *testing.T, c *etcdtest.Cluster, user, password string) *clientv3.Client {
+func authClient(t *testing.T, endpoints []string, user, password string) *clientv3.Client {
 	t.Helper()
-	cli, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), Username: user, Password: password,
+	cli, err := clientv3.New(clientv3.Config{Endpoints: endpoints, Username: user, Password: password,
 		DialTimeout: 10 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatalf("etcd client for %s: %v", user, err)
@@ -66,7 +66,7 @@ func TestRefusedServiceDoesNotBlockOthers(t *testing.T) {
 	c := etcdtest.New(t)
 	root := enableAuth(t, c)
 	rec := newRecorder()
-	r := newRegistrar(t, authClient(t, c, "reg", "regpw"), rec)
+	r := newRegistrar(t, authClient(t, c.Endpoints(), "reg", "regpw"), rec)
 
 	// "order" sorts before "user": before the fix both went in one
 	// transaction, which etcd refused whole, again and again.
@@ -128,6 +128,40 @@ func TestRefusedServiceDoesNotBlockOthers(t *testing.T) {
 	ev, _ := rec.next(t, from, registry.EventRegistered, 10*time.Second)
 	if ev.Instances != len(ins) || r.State() != registry.StateRegistered {
 		t.Errorf("after deregistering the refused instance: %v, state %s; want %d instances registered", ev, r.State(), len(ins))
+	}
+}
+
+// TestDeregisterRefusedInstanceAfterUnansweredWrite: a write of an
+// instance etcd will refuse goes unanswered first (the link is paused), so
+// it might have landed; once etcd refuses it and its delete alike,
+// Deregister gives the delete up (a key of ours could only be under our
+// lease, which Close revokes) instead of waiting for good.
+func TestDeregisterRefusedInstanceAfterUnansweredWrite(t *testing.T) {
+	c := etcdtest.New(t)
+	enableAuth(t, c)
+	p := etcdtest.NewProxy(t, c.Endpoints()[0])
+	rec := newRecorder()
+	r := newRegistrar(t, authClient(t, []string{p.Endpoint()}, "reg", "regpw"), rec)
+	registerAll(t, r, instances(1))
+
+	forbidden := registry.Instance{Service: "order", Addr: "127.0.0.1:7001"}
+	fkey := registry.Key(registry.DefaultPrefix, forbidden.Service, forbidden.Addr)
+	p.Pause()
+	from := len(rec.snapshot())
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // kept and written in the background
+	if _, err := r.Register(ctx, forbidden); err == nil {
+		t.Fatal("registered with etcd out of reach")
+	}
+	_, from = rec.until(t, from, 30*time.Second, "a put of "+fkey+" unanswered", func(ev registry.Event) bool {
+		return ev.Kind == registry.EventRetrying && ev.Err != nil && strings.Contains(ev.Err.Error(), "put "+fkey+": no answer")
+	})
+	p.Resume()
+	rec.until(t, from, 30*time.Second, "the put of "+fkey+" refused", func(ev registry.Event) bool {
+		return ev.Kind == registry.EventRetrying && ev.Key == fkey && strings.Contains(ev.Err.Error(), "permission denied")
+	})
+	if err := r.Deregister(ctxT(t, 30*time.Second), forbidden.Service, forbidden.Addr); err != nil {
+		t.Fatalf("deregister an instance etcd refused, after a write of unknown outcome: %v", err)
 	}
 }
 

@@ -85,6 +85,7 @@ type Registrar struct {
 	mu        sync.Mutex
 	entries   map[string]*entry  // by key
 	deleting  map[string]error   // keys to delete, with the last error
+	unsure    map[string]bool    // keys to delete whose writes etcd never confirmed
 	lease     clientv3.LeaseID   // live lease, 0 when none
 	oldLeases []clientv3.LeaseID // lost leases that etcd may still hold, with keys of ours
 	state     State
@@ -97,15 +98,16 @@ type Registrar struct {
 }
 
 type entry struct {
-	inst     Instance
-	key      string
-	val      string
-	gen      uint64 // bumped on every change
-	synced   uint64 // gen written under the live lease; 0 = not written
-	err      error  // last write error
-	rev      int64  // mod revision of the last write that etcd confirmed
-	mayExist bool   // a write may have reached etcd: Deregister must delete
-	refusals int    // consecutive writes etcd refused
+	inst      Instance
+	key       string
+	val       string
+	gen       uint64 // bumped on every change
+	synced    uint64 // gen written under the live lease; 0 = not written
+	err       error  // last write error
+	rev       int64  // mod revision of the last write that etcd confirmed
+	mayExist  bool   // a write may have reached etcd: Deregister must delete
+	confirmed bool   // etcd confirmed a write of it
+	refusals  int    // consecutive writes etcd refused
 
 	repairs    int       // puts back after another writer, since lastRepair-repairQuiet
 	lastRepair time.Time // when the last one was decided
@@ -145,6 +147,7 @@ func New(cli *clientv3.Client, opts ...Option) (*Registrar, error) {
 		keyCh:    make(chan keyEvent, 16),
 		entries:  make(map[string]*entry),
 		deleting: make(map[string]error),
+		unsure:   make(map[string]bool),
 		changed:  make(chan struct{}),
 	}
 	r.ctx, r.cancel = context.WithCancel(context.Background())
@@ -184,6 +187,7 @@ func (r *Registrar) Register(ctx context.Context, inst Instance) (string, error)
 		return "", fmt.Errorf("%w: service %q id %q (key %s)", ErrDuplicateID, in.Service, in.ID, key)
 	}
 	delete(r.deleting, key)
+	delete(r.unsure, key)
 	e := &entry{inst: in, key: key, val: string(val), gen: 1}
 	r.entries[key] = e
 	r.state = StatePending
@@ -218,6 +222,9 @@ func (r *Registrar) Deregister(ctx context.Context, service, id string) error {
 		return nil
 	}
 	r.deleting[key] = nil
+	if !e.confirmed {
+		r.unsure[key] = true
+	}
 	r.state = StatePending
 	r.mu.Unlock()
 	r.wake()
@@ -410,6 +417,7 @@ func (r *Registrar) stop() []clientv3.LeaseID {
 	r.lease, r.oldLeases = 0, nil
 	clear(r.entries)
 	clear(r.deleting)
+	clear(r.unsure)
 	r.state = StateClosed
 	r.broadcastLocked()
 	return leases
