@@ -198,7 +198,9 @@ func (r *Registrar) Register(ctx context.Context, inst Instance) (string, error)
 
 // Deregister deletes the instance from etcd and forgets it. If ctx ends
 // first, the deletion goes on in the background and a *PendingError is
-// returned.
+// returned. An instance whose writes etcd refused needs no delete, and one
+// whose delete etcd refuses after writes it never confirmed is given up
+// (any such write is under the registrar's lease and leaves with it).
 func (r *Registrar) Deregister(ctx context.Context, service, id string) error {
 	key := Key(r.opts.prefix, service, id)
 	r.mu.Lock()
