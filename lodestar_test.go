@@ -3,6 +3,7 @@ package lodestar_test
 import (
 	"context"
 	"fmt"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"io"
 	"strings"
 	"sync"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/lodestar-rpc/lodestar"
@@ -21,7 +21,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // userService answers with the instance's address and counts calls.
 type userService struct {

@@ -50,6 +50,7 @@ func Instance(ep resolver.Endpoint) (registry.Instance, bool) {
 // resolver.State.Addresses was resolved from, as WithAddresses fills them
 // for balancers that read addresses rather than endpoints.
 func AddressInstance(a resolver.Address) (registry.Instance, bool) {
+	//lint:ignore SA1019 balancers built on balancer/base read only Addresses and their BalancerAttributes
 	v, ok := a.BalancerAttributes.Value(instanceKey{}).(*instanceAttr)
 	if !ok {
 		return registry.Instance{}, false

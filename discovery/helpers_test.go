@@ -3,6 +3,7 @@ package discovery
 import (
 	"context"
 	"fmt"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"net/url"
 	"slices"
 	"strings"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/resolver"
 	"google.golang.org/grpc/serviceconfig"
 
@@ -19,7 +19,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // fakeCC records what a resolver pushes. It stands in for grpc's
 // ClientConn in tests of the resolver's own logic; end-to-end tests use

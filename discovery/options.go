@@ -24,7 +24,7 @@ const (
 	// DefaultMaxValueBytes is the largest etcd value a resolver decodes.
 	// A larger one is skipped (EventSkipped, naming its key) without being
 	// parsed: a registrar writes a few hundred bytes per instance.
-	DefaultMaxValueBytes = 64 << 10
+	DefaultMaxValueBytes = registry.MaxValueBytes
 )
 
 // defaultPageSize is how many keys one request of a list reads. etcd

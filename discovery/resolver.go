@@ -897,6 +897,7 @@ func (r *etcdResolver) send() {
 	if r.b.opts.addresses && len(eps) > 0 {
 		state.Addresses = make([]resolver.Address, len(eps))
 		for i, ep := range eps {
+			//lint:ignore SA1019 WithAddresses is for balancers built on balancer/base, which read only Addresses
 			state.Addresses[i] = resolver.Address{Addr: ep.Addresses[0].Addr, BalancerAttributes: ep.Attributes}
 		}
 	}

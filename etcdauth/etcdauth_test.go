@@ -3,6 +3,7 @@ package etcdauth_test
 import (
 	"context"
 	"errors"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"net"
 	"os"
 	"path/filepath"
@@ -11,7 +12,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -25,7 +25,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/security/devcert"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // secureEtcd starts etcd serving clients over mutual TLS, with auth on,
 // a registrar user for "user" and a reader; it returns the cluster and

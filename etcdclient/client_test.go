@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/lodestar-rpc/lodestar/etcdclient"
@@ -21,7 +21,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/security/devcert"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func TestNewRejectsBadConfig(t *testing.T) {
 	for _, tc := range []struct {

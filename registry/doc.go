@@ -26,7 +26,7 @@
 //
 // # One instance never holds up the others
 //
-// An instance's value (its JSON) may take at most MaxValueBytes (1 MiB,
+// An instance's value (its JSON) may take at most MaxValueBytes (64 KiB,
 // under etcd's default 1.5 MiB request limit); Register and Update refuse
 // a larger one with ErrValueTooLarge. Writes go to etcd in transactions
 // bounded by count and by bytes. A write etcd refuses for one key (its role

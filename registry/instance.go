@@ -28,10 +28,12 @@ const (
 
 // MaxValueBytes is the most bytes an instance's etcd value (its JSON:
 // address and metadata, labels included) may take. Register and Update
-// refuse a larger one. It stays well under etcd's default request limit
-// (1.5 MiB, --max-request-bytes) so that one instance always fits in a
-// write together with its key and the request's envelope.
-const MaxValueBytes = 1 << 20
+// refuse a larger one. It is also the largest value discovery decodes by
+// default (discovery.DefaultMaxValueBytes), so whatever a registrar
+// writes, every client reads: a fleet of 10,000 instances at the limit
+// stays under a client heap of 640 MiB, and one instance always fits in an
+// etcd write (1.5 MiB by default, --max-request-bytes).
+const MaxValueBytes = 64 << 10
 
 // maxNameBytes is the most bytes of a service name or an instance id.
 const maxNameBytes = 253

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"os"
 	"strings"
 	"sync"
@@ -12,7 +13,6 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/goleak"
 	"go.uber.org/zap"
 
 	"github.com/lodestar-rpc/lodestar/etcdclient"
@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	if ep := os.Getenv(childEnv); ep != "" {
 		runChild(ep)
 	}
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // recorder collects a registrar's events for a test to wait on.

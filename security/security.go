@@ -311,6 +311,7 @@ func refusePlaintext(conn net.Conn, seen []byte) {
 
 // Info describes the protocol.
 func (c *Credentials) Info() credentials.ProtocolInfo {
+	//lint:ignore SA1019 the fields are still read by grpc and by callers of Info
 	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.2", ServerName: c.serverName}
 }
 

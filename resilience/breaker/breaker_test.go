@@ -2,11 +2,11 @@ package breaker_test
 
 import (
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -17,7 +17,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/breaker"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 const check = "/grpc.health.v1.Health/Check"
 

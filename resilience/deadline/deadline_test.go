@@ -2,11 +2,11 @@ package deadline_test
 
 import (
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -16,7 +16,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/deadline"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func TestNewValidates(t *testing.T) {
 	for _, c := range []struct {

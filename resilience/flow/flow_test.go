@@ -2,13 +2,13 @@ package flow_test
 
 import (
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -19,7 +19,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/flow"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 const check = "/grpc.health.v1.Health/Check"
 

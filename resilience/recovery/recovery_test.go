@@ -3,6 +3,7 @@ package recovery_test
 import (
 	"bytes"
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"log/slog"
 	"net"
 	"regexp"
@@ -10,7 +11,6 @@ import (
 	"sync"
 	"testing"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -20,7 +20,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/recovery"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // panicky panics in both handlers on the first call, then answers.
 type panicky struct {

@@ -3,12 +3,12 @@ package retry_test
 import (
 	"context"
 	"fmt"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -21,7 +21,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/resilience/retry"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 const check = "/grpc.health.v1.Health/Check"
 

@@ -2,17 +2,16 @@ package main
 
 import (
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"io"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/internal/exampletest"
 	"github.com/lodestar-rpc/lodestar/examples/proto/chatpb"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func TestServerRegistersAndAnswers(t *testing.T) {
 	exampletest.CheckServer(t, "chat", func(ctx context.Context, args []string, ready chan<- string) error {

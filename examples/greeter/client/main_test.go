@@ -3,12 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"go.uber.org/goleak"
 
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/greeter/greetersvc"
@@ -19,7 +18,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/security/devcert"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func TestClientCallsTheService(t *testing.T) {
 	c := etcdtest.New(t)

@@ -2,18 +2,17 @@ package main
 
 import (
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"io"
 	"strings"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/internal/exampletest"
 	"github.com/lodestar-rpc/lodestar/examples/proto/greeterpb"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func TestServerRegistersAndAnswers(t *testing.T) {
 	exampletest.CheckServer(t, "greeter", func(ctx context.Context, args []string, ready chan<- string) error {

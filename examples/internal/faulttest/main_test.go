@@ -1,9 +1,8 @@
 package faulttest
 
 import (
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"testing"
-
-	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

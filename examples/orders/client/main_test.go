@@ -3,13 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -20,7 +20,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 const (
 	users    = 20

@@ -2,17 +2,17 @@ package ordersvc
 
 import (
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"testing"
 
-	"go.uber.org/goleak"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/lodestar-rpc/lodestar/examples/proto/orderpb"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func name() string { return "127.0.0.1:1" }
 

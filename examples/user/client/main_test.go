@@ -3,10 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"testing"
-
-	"go.uber.org/goleak"
 
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/internal/exampletest"
@@ -15,7 +14,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 func TestClientCallsTheService(t *testing.T) {
 	c := etcdtest.New(t)
