@@ -205,7 +205,11 @@ func (r *Registrar) grant(st *loopState) error {
 	r.mu.Lock()
 	r.lease = g.ID
 	for _, e := range r.entries {
-		e.synced = 0
+		// Written again under the new lease; the revision of the last
+		// write is forgotten, since etcd may have come back empty with
+		// its revisions started again (a foreign write at a lower
+		// revision would otherwise pass for an old one of ours).
+		e.synced, e.rev = 0, 0
 	}
 	r.mu.Unlock()
 	return nil

@@ -131,3 +131,59 @@ func keysOf(ins []registry.Instance) []string {
 	}
 	return keys
 }
+
+// TestOverwriteRepairedAfterEtcdWiped: etcd comes back empty with its
+// revisions started again, below those of the registrar's last writes.
+// Once the instances are back, a value written over one under the
+// registrar's new lease is still noticed and put back: the revision of
+// a write made before the wipe must not make a later foreign write look
+// like an old one of ours.
+func TestOverwriteRepairedAfterEtcdWiped(t *testing.T) {
+	c := etcdtest.New(t)
+	cli := newClient(t, c.Endpoints())
+	rec := newRecorder()
+	r := newRegistrar(t, cli, rec)
+	ins := instances(1)
+	key := registerAll(t, r, ins)[0]
+	// Updates push the registrar's last write well past the revisions
+	// the empty etcd will start from.
+	for i := range 50 {
+		if err := r.SetWeight(ctxT(t, 10*time.Second), "user", ins[0].Addr, i+1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := mustGet(t, c.Client(t), key).ModRevision
+	_, from := rec.next(t, 0, registry.EventRegistered, 10*time.Second)
+
+	c.Member(0).RestartEmpty(t)
+	other := c.Client(t)
+	_, from = rec.next(t, from, registry.EventReregistered, 30*time.Second)
+	ours := mustGet(t, other, key)
+	if ours == nil || ours.ModRevision >= before {
+		t.Fatalf("after the wipe %s = %v; want it back at a revision below %d", key, ours, before)
+	}
+
+	wch := other.Watch(ctxT(t, 30*time.Second), key, clientv3.WithRev(ours.ModRevision+1))
+	put, err := other.Put(ctxT(t, 5*time.Second), key, "not json", clientv3.WithLease(r.Lease()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if put.Header.Revision >= before {
+		t.Fatalf("the foreign put is at revision %d, not below the last write before the wipe (%d): the case is not made", put.Header.Revision, before)
+	}
+	ev, _ := rec.next(t, from, registry.EventKeyLost, 10*time.Second)
+	if ev.Key != key {
+		t.Fatalf("key-lost event %v; want one naming %s", ev, key)
+	}
+	for resp := range wch {
+		for _, we := range resp.Events {
+			if we.Type == mvccpb.PUT && we.Kv.ModRevision > put.Header.Revision {
+				if !bytes.Equal(we.Kv.Value, ours.Value) {
+					t.Fatalf("after the overwrite, %s = %q; want ours back", key, we.Kv.Value)
+				}
+				return
+			}
+		}
+	}
+	t.Fatalf("%s not put back", key)
+}

@@ -62,14 +62,16 @@ func (r *Registrar) request(st *loopState, what string, f func(context.Context) 
 
 // refused reports whether etcd answered err for this request alone, its
 // content or its key (permission denied, request too large, too many
-// operations, ...), as opposed to not answering at all or a state of the
+// operations in a transaction), as opposed to not answering at all or a state of the
 // whole registrar (an unreachable etcd, a lost lease, a bad token). A
 // request that is refused fails the same way when sent again as it is,
 // but another request may pass.
 func refused(err error) bool {
 	switch code(err) {
-	case codes.PermissionDenied, codes.InvalidArgument, codes.ResourceExhausted,
-		codes.FailedPrecondition, codes.OutOfRange:
+	case codes.PermissionDenied, codes.InvalidArgument:
+		// Not ResourceExhausted (too many requests, no space left) nor
+		// FailedPrecondition (not leader, ...): those are etcd's state,
+		// not this request's, and pass with time.
 		return true
 	}
 	return false
