@@ -3,7 +3,6 @@ package lodestar_test
 import (
 	"context"
 	"fmt"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"io"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/examples/proto/greeterpb"
 	"github.com/lodestar-rpc/lodestar/examples/proto/userpb"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

@@ -3,7 +3,6 @@ package discovery
 import (
 	"context"
 	"fmt"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"net/url"
 	"slices"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/lodestar-rpc/lodestar/etcdclient"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 

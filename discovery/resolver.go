@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -753,7 +752,7 @@ func decodeInstance(prefix, service string, maxValue int, key string, value []by
 	}
 	addr, md, err := registry.Decode(value)
 	if err != nil {
-		return registry.Instance{}, fmt.Errorf("discovery: instance %s: %w", quote.Bounded(key), boundedErr(err))
+		return registry.Instance{}, fmt.Errorf("discovery: instance %s: %w", quote.Bounded(key), quote.Err(err))
 	}
 	if err := hostport.Syntax(addr); err != nil {
 		return registry.Instance{}, fmt.Errorf("discovery: instance %s: address %s: %w", quote.Bounded(key), quote.Bounded(addr), err)
@@ -955,16 +954,6 @@ func (r *etcdResolver) backoff(n int) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
 }
 
-// boundedKey is key for a log: as it is when short and printable (the
-// log's handler quotes it as it needs), otherwise quoted by a bounded
-// prefix.
-func boundedKey(key string) string {
-	if len(key) <= quote.MaxPrefix && strconv.CanBackquote(key) {
-		return key
-	}
-	return quote.Bounded(key)
-}
-
 func (r *etcdResolver) emit(ev Event) {
 	ev.Time = time.Now()
 	ev.Service = r.service
@@ -979,6 +968,6 @@ func (r *etcdResolver) emit(ev Event) {
 	}
 	r.b.opts.logger.LogAttrs(context.Background(), lvl, "discovery: "+ev.Kind.String(),
 		slog.String("service", ev.Service), slog.Int("instances", ev.Instances), slog.Int64("rev", ev.Revision),
-		slog.String("key", boundedKey(ev.Key)), slog.Any("err", ev.Err))
+		slog.String("key", quote.Shown(ev.Key)), slog.Any("err", ev.Err))
 	r.b.opts.onEvent(ev)
 }

@@ -125,7 +125,7 @@ type snapshotInstance struct {
 func readSnapshot(data []byte, prefix, service string, maxInstances, maxValue int) (snapshot, error) {
 	var f snapshotFile
 	if err := json.Unmarshal(data, &f); err != nil {
-		return snapshot{}, fmt.Errorf("discovery: snapshot file: %w", boundedErr(err))
+		return snapshot{}, fmt.Errorf("discovery: snapshot file: %w", quote.Err(err))
 	}
 	if f.Service != service || f.Prefix != prefix {
 		return snapshot{}, fmt.Errorf("discovery: snapshot file is for %s under %s, not %s under %s",

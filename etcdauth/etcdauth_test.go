@@ -3,7 +3,6 @@ package etcdauth_test
 import (
 	"context"
 	"errors"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,6 +19,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/etcdclient"
 	"github.com/lodestar-rpc/lodestar/internal/embedetcd"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"github.com/lodestar-rpc/lodestar/internal/testserver"
 	"github.com/lodestar-rpc/lodestar/registry"
 	"github.com/lodestar-rpc/lodestar/security/devcert"

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -15,38 +13,26 @@ import (
 
 	"github.com/lodestar-rpc/lodestar/internal/embedetcd"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"github.com/lodestar-rpc/lodestar/registry"
 )
 
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		// Embedded etcd members stopped together keep their peer
-		// connections until a 5 s read deadline: let those goroutines
-		// end before looking for leaks.
-		//
-		// One goroutine of etcd's own can stay for good: embed.Etcd.Close
-		// stops the server (closing its backend) before it shuts the peer
-		// handlers, so a /version request from a member still running
-		// can panic in the closed backend while holding its read lock
-		// (net/http recovers the panic), and the next such request waits
-		// on that lock forever. The three-member test, whose members stop
-		// together as three operators' commands would, meets it now and
-		// then; etcdtest's clusters cut peer traffic before closing and
-		// never do. It is ignored by its handler, and nothing else is.
-		ignore := goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver/api/etcdhttp.newPeerHandler.versionHandler.func1")
-		deadline := time.Now().Add(20 * time.Second)
-		err := goleak.Find(ignore)
-		for err != nil && time.Now().Before(deadline) {
-			<-time.After(200 * time.Millisecond)
-			err = goleak.Find(ignore)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "goleak:", err)
-			code = 1
-		}
-	}
-	os.Exit(code)
+	// Embedded etcd members stopped together keep their peer
+	// connections until a 5 s read deadline: let those goroutines
+	// end before looking for leaks.
+	//
+	// One goroutine of etcd's own can stay for good: embed.Etcd.Close
+	// stops the server (closing its backend) before it shuts the peer
+	// handlers, so a /version request from a member still running
+	// can panic in the closed backend while holding its read lock
+	// (net/http recovers the panic), and the next such request waits
+	// on that lock forever. The three-member test, whose members stop
+	// together as three operators' commands would, meets it now and
+	// then; etcdtest's clusters cut peer traffic before closing and
+	// never do. It is ignored by its handler, and nothing else is.
+	ignore := goleak.IgnoreAnyFunction("go.etcd.io/etcd/server/v3/etcdserver/api/etcdhttp.newPeerHandler.versionHandler.func1")
+	leakcheck.VerifyTestMain(m, ignore)
 }
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test

@@ -3,13 +3,12 @@ package embedetcd
 import (
 	"context"
 	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"os"
 	"strings"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
 )
 
 func TestMain(m *testing.M) {

@@ -3,10 +3,9 @@ package etcdtest
 import (
 	"context"
 	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"testing"
 	"time"
-
-	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestMain(m *testing.M) {

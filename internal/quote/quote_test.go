@@ -1,6 +1,7 @@
 package quote
 
 import (
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,4 +59,32 @@ func FuzzBounded(f *testing.F) {
 			t.Fatalf("Bounded(%q) = %s: not a bounded prefix", s, got)
 		}
 	})
+}
+
+func TestShown(t *testing.T) {
+	for in, want := range map[string]string{
+		"user-1":                "user-1",
+		"10.0.0.5:8080":         "10.0.0.5:8080",
+		"naïve":                 "naïve",
+		"a\x1b[2Jb":             `"a\x1b[2Jb"`,
+		"evil\u202etxt":         `"evil\u202etxt"`,
+		"\xff":                  `"\xff"`,
+		strings.Repeat("k", 65): strconv.Quote(strings.Repeat("k", 64)) + "… (65 bytes)",
+	} {
+		if got := Shown(in); got != want {
+			t.Errorf("Shown(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestErr(t *testing.T) {
+	short := errors.New("short")
+	if got := Err(short); got != short {
+		t.Errorf("Err(short) = %v, want it unchanged", got)
+	}
+	long := errors.New(strings.Repeat("x", 10<<20))
+	got := Err(long)
+	if len(got.Error()) > 1024 || !errors.Is(got, long) {
+		t.Errorf("Err(10 MiB) = %d bytes, unwraps to the original: %v; want under 1 KiB and true", len(got.Error()), errors.Is(got, long))
+	}
 }

@@ -2,7 +2,6 @@ package deadline_test
 
 import (
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +11,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"github.com/lodestar-rpc/lodestar/internal/testserver"
 	"github.com/lodestar-rpc/lodestar/resilience/deadline"
 )

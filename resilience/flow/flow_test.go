@@ -2,7 +2,6 @@ package flow_test
 
 import (
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"github.com/lodestar-rpc/lodestar/internal/testserver"
 	"github.com/lodestar-rpc/lodestar/resilience/flow"
 )

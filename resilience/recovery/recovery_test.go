@@ -3,7 +3,6 @@ package recovery_test
 import (
 	"bytes"
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"log/slog"
 	"net"
 	"regexp"
@@ -17,6 +16,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"github.com/lodestar-rpc/lodestar/resilience/recovery"
 )
 

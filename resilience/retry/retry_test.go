@@ -3,7 +3,6 @@ package retry_test
 import (
 	"context"
 	"fmt"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"slices"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lodestar-rpc/lodestar/internal/lbtest"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"github.com/lodestar-rpc/lodestar/lb"
 	"github.com/lodestar-rpc/lodestar/lb/hash"
 	"github.com/lodestar-rpc/lodestar/lb/roundrobin"

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"testing"
 
@@ -12,6 +11,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/examples/internal/exampletest"
 	"github.com/lodestar-rpc/lodestar/examples/proto/chatpb"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

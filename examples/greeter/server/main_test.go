@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"io"
 	"strings"
 	"testing"
@@ -10,6 +9,7 @@ import (
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/internal/exampletest"
 	"github.com/lodestar-rpc/lodestar/examples/proto/greeterpb"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"regexp"
 	"strconv"
 	"strings"
@@ -18,6 +17,7 @@ import (
 	"github.com/lodestar-rpc/lodestar/examples/orders/ordersvc"
 	"github.com/lodestar-rpc/lodestar/examples/proto/orderpb"
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

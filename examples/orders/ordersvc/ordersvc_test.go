@@ -2,7 +2,6 @@ package ordersvc
 
 import (
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"strings"
 	"testing"
 
@@ -10,6 +9,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/lodestar-rpc/lodestar/examples/proto/orderpb"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

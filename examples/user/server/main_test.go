@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 	"io"
 	"testing"
 
 	"github.com/lodestar-rpc/lodestar"
 	"github.com/lodestar-rpc/lodestar/examples/internal/exampletest"
 	"github.com/lodestar-rpc/lodestar/examples/proto/userpb"
+	"github.com/lodestar-rpc/lodestar/internal/leakcheck"
 )
 
 func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

@@ -10,31 +10,11 @@ import (
 	"github.com/lodestar-rpc/lodestar/internal/quote"
 )
 
-// maxErrText is the longest decoder error text a config error carries as
-// it is; a longer one (the decoder quotes parts of its input) is rewritten
-// around a bounded quote of that input.
-const maxErrText = 256
-
-// shown renders a config for an error: as it is when it is short and
-// printable ASCII, otherwise as a bounded quote.
-func shown(js []byte) string {
-	s := string(js)
-	if len(s) > quote.MaxPrefix {
-		return quote.Bounded(s)
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < 0x20 || s[i] > 0x7e {
-			return quote.Bounded(s)
-		}
-	}
-	return s
-}
-
 // decodeErr returns err, a JSON decoder's error, or, when its text is
-// longer than maxErrText, an error of the same meaning whose parts taken
+// longer than quote.MaxErrText, an error of the same meaning whose parts taken
 // from the input are quoted by a bounded prefix. It unwraps to err.
 func decodeErr(err error) error {
-	if err == nil || len(err.Error()) <= maxErrText {
+	if err == nil || len(err.Error()) <= quote.MaxErrText {
 		return err
 	}
 	var te *json.UnmarshalTypeError
@@ -43,25 +23,16 @@ func decodeErr(err error) error {
 		if te.Struct != "" {
 			field = te.Struct + "." + te.Field
 		}
-		return &cutError{err: err, text: fmt.Sprintf("json: cannot unmarshal %s into field %s of type %s",
+		return &quote.CutError{Err: err, Text: fmt.Sprintf("json: cannot unmarshal %s into field %s of type %s",
 			quote.Bounded(te.Value), quote.Bounded(field), quote.Bounded(te.Type.String()))}
 	}
 	if q, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		if key, uerr := strconv.Unquote(q); uerr == nil {
-			return &cutError{err: err, text: "json: unknown field " + quote.Bounded(key)}
+			return &quote.CutError{Err: err, Text: "json: unknown field " + quote.Bounded(key)}
 		}
 	}
-	return &cutError{err: err, text: quote.Bounded(err.Error())}
+	return &quote.CutError{Err: err, Text: quote.Bounded(err.Error())}
 }
-
-// cutError is a decoder's error with a bounded text.
-type cutError struct {
-	err  error
-	text string
-}
-
-func (e *cutError) Error() string { return e.text }
-func (e *cutError) Unwrap() error { return e.err }
 
 // MaxDepth is how deeply a policy's JSON config may nest objects and
 // arrays. Each policy nested in a "pick" field takes two levels, so it

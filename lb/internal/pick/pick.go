@@ -110,21 +110,21 @@ func Strict(name string, js json.RawMessage, v any) error {
 		return nil
 	}
 	if d := depth(trimmed, MaxDepth); d > MaxDepth {
-		return fmt.Errorf("%s: config %s: nested more than %d levels deep", name, shown(js), MaxDepth)
+		return fmt.Errorf("%s: config %s: nested more than %d levels deep", name, quote.Shown(string(js)), MaxDepth)
 	}
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%s: config %s: %w", name, shown(js), decodeErr(err))
+		return fmt.Errorf("%s: config %s: %w", name, quote.Shown(string(js)), decodeErr(err))
 	}
 	if dec.InputOffset() != int64(len(trimmed)) {
 		// Offset in js of the first byte after the value and its spaces.
 		lead, after := len(js)-len(bytes.TrimLeft(js, jsonSpace)), trimmed[dec.InputOffset():]
 		at := lead + int(dec.InputOffset()) + len(after) - len(bytes.TrimLeft(after, jsonSpace))
-		return fmt.Errorf("%s: config %s: data after the first JSON value, at byte %d", name, shown(js), at)
+		return fmt.Errorf("%s: config %s: data after the first JSON value, at byte %d", name, quote.Shown(string(js)), at)
 	}
 	if trimmed[0] != '{' {
-		return fmt.Errorf("%s: config %s: want a JSON object", name, shown(js))
+		return fmt.Errorf("%s: config %s: want a JSON object", name, quote.Shown(string(js)))
 	}
 	return nil
 }
@@ -145,10 +145,10 @@ func ParseChild(parent string, js json.RawMessage) (Spec, error) {
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(trimmed, &m); err != nil {
-		return nil, fmt.Errorf("%s: pick %s: want {\"<policy>\": {...}}: %w", parent, shown(js), decodeErr(err))
+		return nil, fmt.Errorf("%s: pick %s: want {\"<policy>\": {...}}: %w", parent, quote.Shown(string(js)), decodeErr(err))
 	}
 	if len(m) != 1 {
-		return nil, fmt.Errorf("%s: pick %s: want exactly one policy, got %d", parent, shown(js), len(m))
+		return nil, fmt.Errorf("%s: pick %s: want exactly one policy, got %d", parent, quote.Shown(string(js)), len(m))
 	}
 	for name, cfg := range m {
 		mu.RLock()
@@ -189,7 +189,7 @@ func splitEjection(name string, js json.RawMessage) (json.RawMessage, lb.Outlier
 	}
 	var m map[string]json.RawMessage
 	if err := json.Unmarshal(trimmed, &m); err != nil {
-		return nil, ej, fmt.Errorf("%s: config %s: %w", name, shown(js), decodeErr(err))
+		return nil, ej, fmt.Errorf("%s: config %s: %w", name, quote.Shown(string(js)), decodeErr(err))
 	}
 	raw, ok := m[lb.EjectionField]
 	if ok {
