@@ -160,10 +160,13 @@ func TestSilentConnectionsClosed(t *testing.T) {
 		t.Cleanup(func() { conn.Close() })
 		return conn
 	}
+	// With its own short timeout. Every server is started before the
+	// first silent connection is made, so a slow start cannot let the
+	// default timeout run out first; the short one's connection is made
+	// last, so it is the youngest.
+	short := startGreeter(t, c.Endpoints(), newHoldGreeter(), lodestar.WithServerOptions(grpc.ConnectionTimeout(200*time.Millisecond)))
 	plainClosed := closedBy(silent(plain.Addr()), bound)
 	tlsClosed := closedBy(silent(withTLS.Addr()), bound)
-	// Started after the others, with its own short timeout.
-	short := startGreeter(t, c.Endpoints(), newHoldGreeter(), lodestar.WithServerOptions(grpc.ConnectionTimeout(200*time.Millisecond)))
 	shortClosed := closedBy(silent(short.Addr()), bound)
 
 	select {
