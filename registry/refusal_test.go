@@ -125,7 +125,10 @@ func TestRefusedServiceDoesNotBlockOthers(t *testing.T) {
 	if err := r.Deregister(ctxT(t, 10*time.Second), forbidden.Service, forbidden.Addr); err != nil {
 		t.Fatalf("deregister the refused instance: %v", err)
 	}
-	ev, _ := rec.next(t, from, registry.EventRegistered, 10*time.Second)
+	// Registered, or re-registered if the lease was lost meanwhile (a
+	// loaded machine can hold back its keepalives): every instance is in
+	// etcd under the registrar's lease either way.
+	ev, _ := rec.nextOf(t, from, 30*time.Second, registry.EventRegistered, registry.EventReregistered)
 	if ev.Instances != len(ins) || r.State() != registry.StateRegistered {
 		t.Errorf("after deregistering the refused instance: %v, state %s; want %d instances registered", ev, r.State(), len(ins))
 	}

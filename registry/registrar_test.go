@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -50,12 +51,19 @@ func (r *recorder) handle(ev registry.Event) {
 // and returns it with the index after it.
 func (r *recorder) next(t testing.TB, from int, kind registry.EventKind, timeout time.Duration) (registry.Event, int) {
 	t.Helper()
+	return r.nextOf(t, from, timeout, kind)
+}
+
+// nextOf waits for the first event of any of kinds recorded at or after
+// index from, and returns it with the index after it.
+func (r *recorder) nextOf(t testing.TB, from int, timeout time.Duration, kinds ...registry.EventKind) (registry.Event, int) {
+	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
 		for i := from; i < len(r.events); i++ {
-			if r.events[i].Kind == kind {
+			if slices.Contains(kinds, r.events[i].Kind) {
 				ev := r.events[i]
 				r.mu.Unlock()
 				return ev, i + 1
@@ -66,7 +74,7 @@ func (r *recorder) next(t testing.TB, from int, kind registry.EventKind, timeout
 		select {
 		case <-r.signal:
 		case <-deadline.C:
-			t.Fatalf("no %s event within %s; events since #%d: %s", kind, timeout, from, seen)
+			t.Fatalf("no %v event within %s; events since #%d: %s", kinds, timeout, from, seen)
 		}
 	}
 }
