@@ -13,6 +13,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 
 	"github.com/lodestar-rpc/lodestar/internal/etcdtest"
 	"github.com/lodestar-rpc/lodestar/registry"
@@ -266,16 +267,22 @@ func (h *recordHandler) all() []string {
 	return slices.Clone(*h.records)
 }
 
-// TestHugeValueMakesSmallLogs: a value of about 1.4 MiB (the most etcd's
-// default request limit lets through) holding a bad address, put under a
+// TestHugeValueMakesSmallLogs: a value of 10 MiB (etcd's request limit
+// raised to let it through) holding a bad address, put under a
 // service key, makes log records and errors under 1 KiB that name the key,
 // whether the value is over the size limit (skipped unread) or within it
 // (its address refused), from the watch and from a list.
 func TestHugeValueMakesSmallLogs(t *testing.T) {
-	c := etcdtest.New(t)
+	c := etcdtest.New(t, etcdtest.MaxRequestBytes(16<<20))
 	cli := newClient(t, c.Endpoints())
+	// The writer sends a request past clientv3's 2 MiB default.
+	writer, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), MaxCallSendMsgSize: 16 << 20, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { writer.Close() })
 	putInstance(t, cli, "user", addr(1), registry.Metadata{})
-	const size = 1400 << 10
+	const size = 10 << 20
 	key := registry.Key(registry.DefaultPrefix, "user", "huge")
 	value := `{"Addr":"` + strings.Repeat("x", size) + `"}` // no port
 
@@ -302,7 +309,7 @@ func TestHugeValueMakesSmallLogs(t *testing.T) {
 	runs = append(runs, run{"watch, over the size limit", h, log, cc, "over the limit"})
 	h, log, cc = start(WithMaxValueBytes(16 << 20))
 	runs = append(runs, run{"watch, address refused", h, log, cc, "want host:port"})
-	if _, err := cli.Put(ctxT(t, 10*time.Second), key, value); err != nil {
+	if _, err := writer.Put(ctxT(t, 30*time.Second), key, value); err != nil {
 		t.Fatal(err)
 	}
 	h, log, cc = start(WithMaxValueBytes(16 << 20))

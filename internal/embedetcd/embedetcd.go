@@ -86,6 +86,10 @@ type MemberConfig struct {
 	// crash. For tests only.
 	UnsafeNoFsync bool
 
+	// MaxRequestBytes is the largest request the member accepts
+	// (--max-request-bytes); 0 means etcd's default, 1.5 MiB.
+	MaxRequestBytes uint
+
 	// AnyHost lets the URLs name hosts other than 127.0.0.1, for members an
 	// operator starts on real machines (the lodestar etcd command). Tests
 	// leave it false so that nothing they start leaves loopback.
@@ -221,6 +225,9 @@ func (cfg MemberConfig) embedConfig() (*embed.Config, error) {
 	ec.InitialCluster = initial
 	ec.ClusterState = state
 	ec.InitialClusterToken = token
+	if cfg.MaxRequestBytes != 0 {
+		ec.MaxRequestBytes = cfg.MaxRequestBytes
+	}
 	ec.TickMs = DefaultTickMs
 	if cfg.TickMs != 0 {
 		ec.TickMs = cfg.TickMs

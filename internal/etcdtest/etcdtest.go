@@ -63,10 +63,11 @@ const (
 type Option func(*options)
 
 type options struct {
-	members int
-	logger  *zap.Logger
-	tls     *embedetcd.ClientTLS
-	cliTLS  *tls.Config
+	members         int
+	maxRequestBytes uint
+	logger          *zap.Logger
+	tls             *embedetcd.ClientTLS
+	cliTLS          *tls.Config
 }
 
 // ClientTLS serves clients over TLS with server's files (its certificate
@@ -77,6 +78,10 @@ func ClientTLS(server embedetcd.ClientTLS, cli *tls.Config) Option {
 
 // Members sets the number of members (default 1).
 func Members(n int) Option { return func(o *options) { o.members = n } }
+
+// MaxRequestBytes sets the largest request the members accept (etcd's
+// default is 1.5 MiB), for tests of values larger than that.
+func MaxRequestBytes(n uint) Option { return func(o *options) { o.maxRequestBytes = n } }
 
 // Logger sends the members' etcd server logs to lg (default: discarded),
 // e.g. zaptest.NewLogger(t) when debugging.
@@ -89,6 +94,7 @@ type Cluster struct {
 	logger  *zap.Logger
 	tls     *embedetcd.ClientTLS
 	cliTLS  *tls.Config
+	maxReq  uint // MaxRequestBytes
 	members []*Member
 
 	mu    sync.Mutex // guards wipes
@@ -138,6 +144,7 @@ func New(t testing.TB, opts ...Option) *Cluster {
 		token:  "etcdtest-" + filepath.Base(dir),
 		logger: o.logger,
 		tls:    o.tls,
+		maxReq: o.maxRequestBytes,
 		cliTLS: o.cliTLS,
 	}
 	t.Cleanup(func() {
@@ -249,6 +256,7 @@ func (c *Cluster) memberConfig(m *Member, initial, state, token string) embedetc
 		ElectionMs:                 electionMs,
 		DisableStrictReconfigCheck: true,
 		UnsafeNoFsync:              true,
+		MaxRequestBytes:            c.maxReq,
 		ClientTLS:                  c.tls,
 		Logger:                     c.logger,
 	}
