@@ -3,8 +3,13 @@ package lbtest
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc/balancer"
+
+	"github.com/lodestar-rpc/lodestar/lb"
 )
 
 // MaxConfigError is the longest error a policy's config parser may
@@ -97,4 +102,73 @@ func CheckConfig(t testing.TB, name, js string, err error) {
 	if trimmed[0] != '{' || !json.Valid(trimmed) {
 		t.Fatalf("config %.200q accepted: not empty, null or one JSON object", js)
 	}
+}
+
+// FuzzConfig runs f over the config parser grpc has registered for the
+// policy name, whose config type is C: it never panics; every error
+// passes CheckConfig; a config it accepts, decoded as the parser does
+// (the outlierEjection field apart, the rest into C) and marshalled again,
+// parses to an equal configuration.
+func FuzzConfig[C any](f *testing.F, name string) {
+	p := balancer.Get(name).(balancer.ConfigParser)
+	f.Fuzz(func(t *testing.T, js string) {
+		got, err := p.ParseConfig(json.RawMessage(js))
+		CheckConfig(t, name, js, err)
+		if err != nil {
+			return
+		}
+		again := reencode[C](t, js)
+		got2, err := p.ParseConfig(again)
+		if err != nil {
+			t.Fatalf("config %q accepted, but its re-encoding %s is refused: %v", js, again, err)
+		}
+		if !reflect.DeepEqual(got, got2) {
+			t.Fatalf("config %q and its re-encoding %s parse differently", js, again)
+		}
+	})
+}
+
+// reencode decodes a config the parser accepted as the parser does and
+// marshals it.
+func reencode[C any](t *testing.T, js string) []byte {
+	t.Helper()
+	out := map[string]json.RawMessage{}
+	rest := []byte(js)
+	var top map[string]json.RawMessage
+	if json.Unmarshal(rest, &top) == nil {
+		if raw, ok := top[lb.EjectionField]; ok {
+			var ej lb.OutlierEjection
+			decodeStrict(t, raw, &ej)
+			out[lb.EjectionField] = marshal(t, ej)
+			delete(top, lb.EjectionField)
+			rest = marshal(t, top)
+		}
+	}
+	var cfg C
+	decodeStrict(t, rest, &cfg)
+	if err := json.Unmarshal(marshal(t, cfg), &out); err != nil {
+		t.Fatal(err)
+	}
+	return marshal(t, out)
+}
+
+func decodeStrict(t *testing.T, js []byte, v any) {
+	t.Helper()
+	if s := bytes.TrimSpace(js); len(s) == 0 || string(s) == "null" {
+		return
+	}
+	d := json.NewDecoder(bytes.NewReader(js))
+	d.DisallowUnknownFields()
+	if err := d.Decode(v); err != nil {
+		t.Fatalf("accepted config %q does not decode into %T: %v", js, v, err)
+	}
+}
+
+func marshal(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
