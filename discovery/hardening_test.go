@@ -71,20 +71,7 @@ func (l *events) wait(t testing.TB, timeout time.Duration, what string, ok func(
 // serves the instance registered while it was away (at a revision below
 // the old one: the resumed watch never shows it) and drops the dead one.
 func TestEtcdRestartedEmptyPastTheRevision(t *testing.T) {
-	c := etcdtest.New(t)
-	writer := newClient(t, c.Endpoints())
-	p := etcdtest.NewProxy(t, c.Member(0).Endpoint())
-	cli := newClient(t, []string{p.Endpoint()})
-	putInstance(t, writer, "user", addr(1), registry.Metadata{}) // dies with the data
-	putInstance(t, writer, "user", addr(2), registry.Metadata{})
-	log := newEvents()
-	b, err := NewBuilder(cli, WithResetGrace(time.Second), WithEventHandler(log.add))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := newFakeCC()
-	build(t, b, "user", cc)
-	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	c, writer, p, log, cc := behindProxy(t, time.Second) // addr(1) dies with the data
 	listed := log.wait(t, 10*time.Second, "first list", func(ev Event) bool { return ev.Kind == EventListed })
 
 	p.Pause()
@@ -125,20 +112,7 @@ func TestEtcdRestartedEmptyPastTheRevision(t *testing.T) {
 // them, at the revisions the list knew, in the history the list came
 // from; the new etcd did not).
 func TestEtcdLostDataBehindTheGoneInstances(t *testing.T) {
-	c := etcdtest.New(t)
-	writer := newClient(t, c.Endpoints())
-	p := etcdtest.NewProxy(t, c.Member(0).Endpoint())
-	cli := newClient(t, []string{p.Endpoint()})
-	putInstance(t, writer, "user", addr(1), registry.Metadata{})
-	putInstance(t, writer, "user", addr(2), registry.Metadata{})
-	log := newEvents()
-	b, err := NewBuilder(cli, WithResetGrace(time.Second), WithEventHandler(log.add))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := newFakeCC()
-	build(t, b, "user", cc)
-	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	c, writer, p, log, cc := behindProxy(t, time.Second)
 	listed := log.wait(t, 10*time.Second, "first list", func(ev Event) bool { return ev.Kind == EventListed })
 
 	p.Pause()
@@ -159,20 +133,7 @@ func TestEtcdLostDataBehindTheGoneInstances(t *testing.T) {
 // with instances gone and come while the client was away, re-reads the
 // list and reports no reset: the gone ones leave at once.
 func TestReconnectWithNothingLostIsNoReset(t *testing.T) {
-	c := etcdtest.New(t)
-	writer := newClient(t, c.Endpoints())
-	p := etcdtest.NewProxy(t, c.Member(0).Endpoint())
-	cli := newClient(t, []string{p.Endpoint()})
-	putInstance(t, writer, "user", addr(1), registry.Metadata{})
-	putInstance(t, writer, "user", addr(2), registry.Metadata{})
-	log := newEvents()
-	b, err := NewBuilder(cli, WithResetGrace(time.Hour), WithEventHandler(log.add))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := newFakeCC()
-	build(t, b, "user", cc)
-	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	_, writer, p, log, cc := behindProxy(t, time.Hour)
 	p.Pause()
 	if _, err := writer.Delete(ctxT(t, 5*time.Second), registry.Key(registry.DefaultPrefix, "user", addr(1))); err != nil {
 		t.Fatal(err)
@@ -496,4 +457,27 @@ func TestInstancesBeyondTheLimitAreLeftOut(t *testing.T) {
 	if _, err := NewBuilder(cli, WithMaxValueBytes(-1)); err == nil || !strings.Contains(err.Error(), "max value bytes -1") {
 		t.Errorf("WithMaxValueBytes(-1) = %v, want an error naming it", err)
 	}
+}
+
+// behindProxy starts etcd with instances addr(1) and addr(2) of "user",
+// and a resolver (reset grace as given, events to log) reaching etcd
+// through a proxy, which a test pauses to cut it off; writer goes to etcd
+// directly. It returns once the resolver has pushed both instances.
+func behindProxy(t *testing.T, grace time.Duration) (*etcdtest.Cluster, *clientv3.Client, *etcdtest.Proxy, *events, *fakeCC) {
+	t.Helper()
+	c := etcdtest.New(t)
+	writer := newClient(t, c.Endpoints())
+	p := etcdtest.NewProxy(t, c.Member(0).Endpoint())
+	cli := newClient(t, []string{p.Endpoint()})
+	putInstance(t, writer, "user", addr(1), registry.Metadata{})
+	putInstance(t, writer, "user", addr(2), registry.Metadata{})
+	log := newEvents()
+	b, err := NewBuilder(cli, WithResetGrace(grace), WithEventHandler(log.add))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := newFakeCC()
+	build(t, b, "user", cc)
+	cc.waitAddrs(t, 10*time.Second, addr(1), addr(2))
+	return c, writer, p, log, cc
 }

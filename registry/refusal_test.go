@@ -267,31 +267,6 @@ func TestOversizedValueRefused(t *testing.T) {
 	}
 }
 
-// until waits, up to timeout in all, for the first event at or after
-// index from that ok accepts, and returns it with the index after it.
-func (r *recorder) until(t testing.TB, from int, timeout time.Duration, what string, ok func(registry.Event) bool) (registry.Event, int) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	for {
-		r.mu.Lock()
-		for i := from; i < len(r.events); i++ {
-			if ok(r.events[i]) {
-				ev := r.events[i]
-				r.mu.Unlock()
-				return ev, i + 1
-			}
-		}
-		seen := fmt.Sprint(r.events[from:])
-		r.mu.Unlock()
-		select {
-		case <-r.signal:
-		case <-deadline.C:
-			t.Fatalf("no event with %s within %s; events since #%d: %.2000s", what, timeout, from, seen)
-		}
-	}
-}
-
 // logRecorder is a slog.Handler keeping every record's message and
 // attributes, at every level.
 type logRecorder struct {
@@ -320,11 +295,4 @@ func (h *logRecorder) messages() []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return append([]string(nil), h.msgs...)
-}
-
-// snapshot returns the events recorded so far.
-func (r *recorder) snapshot() []registry.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]registry.Event(nil), r.events...)
 }

@@ -58,12 +58,19 @@ func (r *recorder) next(t testing.TB, from int, kind registry.EventKind, timeout
 // index from, and returns it with the index after it.
 func (r *recorder) nextOf(t testing.TB, from int, timeout time.Duration, kinds ...registry.EventKind) (registry.Event, int) {
 	t.Helper()
+	return r.until(t, from, timeout, fmt.Sprint("kind ", kinds), func(ev registry.Event) bool { return slices.Contains(kinds, ev.Kind) })
+}
+
+// until waits, up to timeout in all, for the first event at or after
+// index from that ok accepts, and returns it with the index after it.
+func (r *recorder) until(t testing.TB, from int, timeout time.Duration, what string, ok func(registry.Event) bool) (registry.Event, int) {
+	t.Helper()
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
 		for i := from; i < len(r.events); i++ {
-			if slices.Contains(kinds, r.events[i].Kind) {
+			if ok(r.events[i]) {
 				ev := r.events[i]
 				r.mu.Unlock()
 				return ev, i + 1
@@ -74,9 +81,16 @@ func (r *recorder) nextOf(t testing.TB, from int, timeout time.Duration, kinds .
 		select {
 		case <-r.signal:
 		case <-deadline.C:
-			t.Fatalf("no %v event within %s; events since #%d: %s", kinds, timeout, from, seen)
+			t.Fatalf("no event with %s within %s; events since #%d: %.2000s", what, timeout, from, seen)
 		}
 	}
+}
+
+// snapshot returns the events recorded so far.
+func (r *recorder) snapshot() []registry.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]registry.Event(nil), r.events...)
 }
 
 func (r *recorder) count(kind registry.EventKind) int {
